@@ -1,0 +1,111 @@
+// Package connection is the domain of mmconnect: a Connection between one
+// end user of an app and their account on a Mattermost server, the rules for
+// what a valid server URL and token look like, and the service that proves,
+// stores, re-checks, hands over and revokes those connections.
+//
+// It depends on nothing but the standard library; storage, sealing and the
+// upstream check are reached through the small interfaces in store.go.
+package connection
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"time"
+)
+
+// Provider is the only provider mmconnect speaks to; it is part of every
+// connection so that clients can be written for more than one provider.
+const Provider = "mattermost"
+
+// Status says whether a connection's token can be used.
+type Status string
+
+// The statuses a connection moves through. Revoked is final: nothing makes a
+// revoked connection active again, a reconnect creates a new one instead.
+const (
+	StatusActive  Status = "active"
+	StatusInvalid Status = "invalid"
+	StatusRevoked Status = "revoked"
+)
+
+// Valid reports whether s is one of the known statuses.
+func (s Status) Valid() bool {
+	switch s {
+	case StatusActive, StatusInvalid, StatusRevoked:
+		return true
+	}
+	return false
+}
+
+// MattermostUser is who the token belongs to, as the server said.
+type MattermostUser struct {
+	ID       string
+	Username string
+	Email    string
+}
+
+// LastError is the most recent failed check of a connection, kept so that an
+// app can tell its user what to fix without checking again.
+type LastError struct {
+	Code    string
+	Message string
+	At      time.Time
+}
+
+// Connection is one end user's proven link to one Mattermost account.
+//
+// SealedToken is the token encrypted by a Sealer with the connection id as
+// associated data; it is nil once the connection is revoked. Generation
+// grows with every token change and revocation so that a slow re-check can
+// tell whether what it checked is still what is stored.
+type Connection struct {
+	ID             string
+	ServerURL      string
+	EndUserID      *string
+	Status         Status
+	MattermostUser MattermostUser
+	ServerVersion  string
+	TokenHint      string
+	SealedToken    []byte
+	Generation     int64
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	LastVerifiedAt *time.Time
+	RevokedAt      *time.Time
+	LastError      *LastError
+}
+
+// Credentials are what the app's backend needs to call Mattermost itself.
+type Credentials struct {
+	ServerURL string
+	Token     string
+}
+
+// idEncoding is Mattermost's own id alphabet-free cousin: lower-case base32,
+// which keeps ids URL-safe and case-insensitive to read aloud.
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// NewID returns a fresh connection id: "conn_" and 128 random bits.
+func NewID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("connection: no randomness: " + err.Error()) // crypto/rand never fails on supported systems
+	}
+	return "conn_" + toLower(idEncoding.EncodeToString(b[:]))
+}
+
+func toLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
+}
+
+// Truncate brings t to UTC and microsecond precision, the precision every
+// store keeps, so that what the service returns equals what it reads back.
+func Truncate(t time.Time) time.Time {
+	return t.UTC().Truncate(time.Microsecond)
+}

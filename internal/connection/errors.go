@@ -1,0 +1,87 @@
+package connection
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Sentinel errors of the domain. The api package maps each to one HTTP
+// status and problem code; stores and clients wrap their causes around them.
+var (
+	// ErrNotFound: no connection has that id (or the caller may not see it).
+	ErrNotFound = errors.New("connection not found")
+	// ErrRevoked: the connection was revoked; its token is gone.
+	ErrRevoked = errors.New("connection revoked")
+	// ErrConflict: a uniqueness rule refused a write; the caller may retry.
+	ErrConflict = errors.New("connection conflict")
+	// ErrUnavailable: the database is busy, unreachable or full. Nothing was
+	// written; the request may be retried.
+	ErrUnavailable = errors.New("database unavailable")
+)
+
+// Field problem codes, stable parts of the API.
+const (
+	FieldRequired      = "required"
+	FieldTooLong       = "too_long"
+	FieldInvalidFormat = "invalid_format"
+)
+
+// FieldError is one problem with one input field. Message is written for the
+// person who typed the value and never repeats a secret value.
+type FieldError struct {
+	Field   string
+	Code    string
+	Message string
+}
+
+// ValidationError lists every problem found in an input; nothing was done.
+type ValidationError struct {
+	Fields []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Field + ": " + f.Message
+	}
+	return "validation failed: " + strings.Join(parts, "; ")
+}
+
+// Upstream problem codes: what the check against Mattermost found.
+const (
+	CodeTokenRejected       = "token_rejected"
+	CodeNotMattermost       = "not_mattermost"
+	CodeHostNotFound        = "host_not_found"
+	CodeHostNotAllowed      = "host_not_allowed"
+	CodeRedirectNotAllowed  = "redirect_not_allowed"
+	CodeUpstreamUnreachable = "upstream_unreachable"
+	CodeUpstreamTLS         = "upstream_tls_error"
+	CodeUpstreamError       = "upstream_error"
+	CodeUpstreamRateLimited = "upstream_rate_limited"
+	CodeUpstreamTimeout     = "upstream_timeout"
+)
+
+// UpstreamError is a failed check against a Mattermost server. Code is one
+// of the Code constants; Message tells the user what to check and never
+// contains the token. RetryAfter is set when the server asked to wait.
+type UpstreamError struct {
+	Code       string
+	Message    string
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *UpstreamError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("upstream %s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return fmt.Sprintf("upstream %s: %s", e.Code, e.Message)
+}
+
+func (e *UpstreamError) Unwrap() error { return e.Err }
+
+// TokenRejected reports whether the server itself refused the token, the one
+// failure that makes a stored connection invalid.
+func (e *UpstreamError) TokenRejected() bool { return e.Code == CodeTokenRejected }

@@ -1,0 +1,207 @@
+// Package secret keeps mmconnect's secrets in their place: it seals tokens
+// at rest with AES-256-GCM under named keys, checks API keys without leaking
+// which one matched, and creates the key files a single-node install needs.
+package secret
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+)
+
+// KeySize is the size of an encryption key: AES-256.
+const KeySize = 32
+
+// sealedPrefix starts every sealed value and names the format version, so a
+// future format can be told apart without a migration.
+const sealedPrefix = "mmc1."
+
+// ErrUnknownKey: a value was sealed with a key this Sealer does not hold.
+var ErrUnknownKey = errors.New("sealed with an unknown key")
+
+// ErrCorrupt: a sealed value is malformed or fails authentication.
+var ErrCorrupt = errors.New("sealed value is corrupt or was altered")
+
+// Sealer implements connection.Sealer. Sealed values read
+// "mmc1.<key id>.<base64url(nonce|ciphertext)>"; the key id lets keys rotate:
+// new values use the primary key, old ones open with whichever key sealed them.
+type Sealer struct {
+	primary string
+	aeads   map[string]cipher.AEAD
+}
+
+var _ connection.Sealer = (*Sealer)(nil)
+
+// NewSealer takes the primary key first, then older keys still needed to open.
+func NewSealer(primary []byte, older ...[]byte) (*Sealer, error) {
+	s := &Sealer{aeads: map[string]cipher.AEAD{}}
+	for i, k := range append([][]byte{primary}, older...) {
+		if len(k) != KeySize {
+			return nil, fmt.Errorf("encryption key %d is %d bytes, want %d", i, len(k), KeySize)
+		}
+		block, err := aes.NewCipher(k)
+		if err != nil {
+			return nil, err
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, err
+		}
+		id := KeyID(k)
+		if i == 0 {
+			s.primary = id
+		}
+		s.aeads[id] = aead
+	}
+	return s, nil
+}
+
+// KeyID names a key without revealing it: the first 8 hex digits of the
+// SHA-256 of a domain-separated input.
+func KeyID(key []byte) string {
+	sum := sha256.Sum256(append([]byte("mmconnect key id\x00"), key...))
+	return hex.EncodeToString(sum[:4])
+}
+
+// Seal encrypts plaintext with a fresh random nonce.
+func (s *Sealer) Seal(plaintext, associatedData []byte) ([]byte, error) {
+	aead := s.aeads[s.primary]
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	ct := aead.Seal(nonce, nonce, plaintext, associatedData)
+	out := sealedPrefix + s.primary + "." + base64.RawURLEncoding.EncodeToString(ct)
+	return []byte(out), nil
+}
+
+// Open decrypts a value made by Seal with the same associated data.
+func (s *Sealer) Open(sealed, associatedData []byte) ([]byte, error) {
+	rest, ok := bytes.CutPrefix(sealed, []byte(sealedPrefix))
+	if !ok {
+		return nil, ErrCorrupt
+	}
+	id, body, ok := bytes.Cut(rest, []byte("."))
+	if !ok {
+		return nil, ErrCorrupt
+	}
+	aead, ok := s.aeads[string(id)]
+	if !ok {
+		return nil, fmt.Errorf("key %s: %w", id, ErrUnknownKey)
+	}
+	ct, err := base64.RawURLEncoding.DecodeString(string(body))
+	if err != nil || len(ct) < aead.NonceSize()+aead.Overhead() {
+		return nil, ErrCorrupt
+	}
+	plain, err := aead.Open(nil, ct[:aead.NonceSize()], ct[aead.NonceSize():], associatedData)
+	if err != nil {
+		return nil, ErrCorrupt
+	}
+	return plain, nil
+}
+
+// ParseKey decodes a base64 (standard or URL alphabet, padded or not)
+// encryption key and checks its size.
+func ParseKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if k, err := enc.DecodeString(s); err == nil {
+			if len(k) != KeySize {
+				return nil, fmt.Errorf("decodes to %d bytes, want %d", len(k), KeySize)
+			}
+			return k, nil
+		}
+	}
+	return nil, errors.New("is not base64")
+}
+
+// NewEncryptionKey returns a fresh key as base64.
+func NewEncryptionKey() string {
+	return base64.StdEncoding.EncodeToString(randomBytes(KeySize))
+}
+
+// NewAPIKey returns a fresh API key: "mmk_" and 256 random bits.
+func NewAPIKey() string {
+	return "mmk_" + base64.RawURLEncoding.EncodeToString(randomBytes(32))
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("secret: no randomness: " + err.Error()) // crypto/rand never fails on supported systems
+	}
+	return b
+}
+
+// LoadOrCreateFile returns the trimmed contents of path, creating it first
+// with generate() and mode 0600 if it does not exist. Creation is exclusive,
+// so two processes starting at once agree on one value.
+func LoadOrCreateFile(path string, generate func() string) (value string, created bool, err error) {
+	if b, err := os.ReadFile(path); err == nil {
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			return "", false, fmt.Errorf("%s is empty", path)
+		}
+		return v, false, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", false, err
+	}
+	v := generate()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return LoadOrCreateFile(path, generate)
+	}
+	if err != nil {
+		return "", false, err
+	}
+	if _, err := f.WriteString(v + "\n"); err != nil {
+		f.Close()
+		return "", false, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return "", false, err
+	}
+	return v, true, f.Close()
+}
+
+// KeySet checks presented API keys. It keeps only SHA-256 digests and
+// compares a candidate against every one in constant time, so neither the
+// length of a key nor which key matched shows in the timing.
+type KeySet struct {
+	digests [][sha256.Size]byte
+}
+
+// NewKeySet hashes the given keys.
+func NewKeySet(keys []string) *KeySet {
+	ks := &KeySet{}
+	for _, k := range keys {
+		ks.digests = append(ks.digests, sha256.Sum256([]byte(k)))
+	}
+	return ks
+}
+
+// Match reports whether candidate is one of the keys.
+func (ks *KeySet) Match(candidate string) bool {
+	d := sha256.Sum256([]byte(candidate))
+	match := 0
+	for i := range ks.digests {
+		match |= subtle.ConstantTimeCompare(d[:], ks.digests[i][:])
+	}
+	return match == 1
+}

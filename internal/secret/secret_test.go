@@ -1,0 +1,105 @@
+package secret
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestSealerRoundTripAndTamper(t *testing.T) {
+	k1 := bytes.Repeat([]byte{1}, KeySize)
+	k2 := bytes.Repeat([]byte{2}, KeySize)
+	s, err := NewSealer(k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := []byte("abcdefghijklmnopqrstuvwxyz")
+	sealed, err := s.Seal(token, []byte("conn_a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, token) {
+		t.Fatalf("sealed value contains the plaintext: %s", sealed)
+	}
+	again, _ := s.Seal(token, []byte("conn_a"))
+	if bytes.Equal(sealed, again) {
+		t.Fatal("two seals of one value are equal: nonce reused")
+	}
+	got, err := s.Open(sealed, []byte("conn_a"))
+	if err != nil || !bytes.Equal(got, token) {
+		t.Fatalf("Open = %q, %v; want the token", got, err)
+	}
+	if _, err := s.Open(sealed, []byte("conn_b")); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open with other associated data: err = %v, want ErrCorrupt", err)
+	}
+	flipped := bytes.Clone(sealed)
+	flipped[len(flipped)-2] ^= 1
+	if _, err := s.Open(flipped, []byte("conn_a")); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open of altered value: err = %v, want ErrCorrupt", err)
+	}
+
+	// Rotation: a sealer with a new primary still opens values of the old key.
+	rotated, err := NewSealer(k2, k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rotated.Open(sealed, []byte("conn_a")); err != nil || !bytes.Equal(got, token) {
+		t.Fatalf("rotated Open = %q, %v", got, err)
+	}
+	fresh, _ := rotated.Seal(token, []byte("conn_a"))
+	if _, err := s.Open(fresh, []byte("conn_a")); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("old sealer opening new-key value: err = %v, want ErrUnknownKey", err)
+	}
+}
+
+func TestNewSealerRejectsShortKey(t *testing.T) {
+	if _, err := NewSealer(make([]byte, 16)); err == nil {
+		t.Fatal("NewSealer accepted a 16-byte key")
+	}
+}
+
+func TestParseKey(t *testing.T) {
+	k := NewEncryptionKey()
+	if b, err := ParseKey(k); err != nil || len(b) != KeySize {
+		t.Fatalf("ParseKey(generated) = %d bytes, %v", len(b), err)
+	}
+	for _, bad := range []string{"", "not base64!", "c2hvcnQ="} {
+		if _, err := ParseKey(bad); err == nil {
+			t.Errorf("ParseKey(%q) accepted", bad)
+		}
+	}
+}
+
+func TestKeySet(t *testing.T) {
+	a, b := NewAPIKey(), NewAPIKey()
+	ks := NewKeySet([]string{a, b})
+	for _, tc := range []struct {
+		key  string
+		want bool
+	}{{a, true}, {b, true}, {a + "x", false}, {"", false}, {a[:len(a)-1], false}} {
+		if got := ks.Match(tc.key); got != tc.want {
+			t.Errorf("Match(key of len %d) = %v, want %v", len(tc.key), got, tc.want)
+		}
+	}
+}
+
+func TestLoadOrCreateFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "api-key")
+	v1, created, err := LoadOrCreateFile(path, NewAPIKey)
+	if err != nil || !created {
+		t.Fatalf("first call: created=%v err=%v", created, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode = %v, want 0600", st.Mode().Perm())
+	}
+	v2, created, err := LoadOrCreateFile(path, NewAPIKey)
+	if err != nil || created || v2 != v1 {
+		t.Fatalf("second call: %q created=%v err=%v; want the first value reused", v2, created, err)
+	}
+}

@@ -1,0 +1,10 @@
+// Package migrations holds the versioned schema, written once in SQL that
+// both SQLite and PostgreSQL accept, and applied by goose.
+package migrations
+
+import "embed"
+
+// FS is every migration, named NNNNN_what.sql.
+//
+//go:embed *.sql
+var FS embed.FS

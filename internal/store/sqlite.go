@@ -1,0 +1,74 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/mattn/go-sqlite3"
+	"github.com/pressly/goose/v3"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+)
+
+// sqliteParams apply to every pooled connection (mattn/go-sqlite3 runs them
+// on each open): WAL so readers never wait for the writer, a busy timeout so
+// writers queue instead of failing, foreign keys on, write transactions that
+// take the lock when they begin (no deadlocking upgrade from a read lock),
+// and full fsync so an acknowledged write survives a power cut.
+const sqliteParams = "_journal_mode=WAL&_busy_timeout=5000&_foreign_keys=on&_txlock=immediate&_synchronous=FULL"
+
+// OpenSQLite opens (creating if needed) the SQLite database at path and
+// brings its schema up to date.
+func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create database directory: %w", err)
+	}
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + sqliteParams
+	db, err := gorm.Open(sqlite.Open(dsn), gormConfig(log))
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	// Writers are serialised by SQLite anyway; a small pool keeps readers
+	// concurrent without piling up waiting writers.
+	sqlDB.SetMaxOpenConns(8)
+	sqlDB.SetMaxIdleConns(8)
+	s := &Store{db: db, sqlDB: sqlDB, dialect: "sqlite", classify: classifySQLite}
+	if err := migrate(ctx, goose.DialectSQLite3, sqlDB, nil, log); err != nil {
+		sqlDB.Close()
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		sqlDB.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// classifySQLite recognises the errors that mean "try again later": a
+// database locked past the busy timeout, a full disk, an I/O failure.
+func classifySQLite(err error) error {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		switch se.Code {
+		case sqlite3.ErrBusy, sqlite3.ErrLocked, sqlite3.ErrFull, sqlite3.ErrIoErr,
+			sqlite3.ErrCantOpen, sqlite3.ErrReadonly, sqlite3.ErrNomem:
+			return connection.ErrUnavailable
+		}
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, context.DeadlineExceeded) {
+		return connection.ErrUnavailable
+	}
+	return nil
+}

@@ -1,0 +1,269 @@
+// Package store keeps connections in a SQL database through GORM: SQLite
+// embedded for one node, PostgreSQL for several. It implements
+// connection.Store; the contract every implementation must meet is the
+// suite in storetest.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+)
+
+// Store implements connection.Store on a GORM database.
+type Store struct {
+	db      *gorm.DB
+	sqlDB   *sql.DB
+	dialect string
+	classify func(error) error
+}
+
+var _ connection.Store = (*Store)(nil)
+
+// gormConfig is shared by every dialect: single statements need no
+// transaction of their own, driver errors are translated so a duplicate key
+// is recognisable, and the logger prints SQL without parameter values, so
+// no token or e-mail address ever reaches a log.
+func gormConfig(log *slog.Logger) *gorm.Config {
+	return &gorm.Config{
+		SkipDefaultTransaction: true,
+		TranslateError:         true,
+		Logger: logger.New(slog.NewLogLogger(log.Handler(), slog.LevelWarn), logger.Config{
+			SlowThreshold:             time.Second,
+			LogLevel:                  logger.Warn,
+			IgnoreRecordNotFoundError: true,
+			ParameterizedQueries:      true,
+			Colorful:                  false,
+		}),
+	}
+}
+
+// Close closes the database; call it once requests have drained.
+func (s *Store) Close() error { return s.sqlDB.Close() }
+
+// Dialect names the database kind: "sqlite" or "postgres".
+func (s *Store) Dialect() string { return s.dialect }
+
+// connectionRow is the table layout; times are Unix microseconds.
+type connectionRow struct {
+	ID                 string `gorm:"primaryKey"`
+	ServerURL          string
+	EndUserID          *string
+	Status             string
+	MattermostUserID   string
+	MattermostUsername string
+	MattermostEmail    string
+	ServerVersion      string
+	TokenHint          string
+	SealedToken        *string
+	Generation         int64
+	CreatedAt          int64 `gorm:"autoCreateTime:false"`
+	UpdatedAt          int64 `gorm:"autoUpdateTime:false"`
+	LastVerifiedAt     *int64
+	RevokedAt          *int64
+	LastErrorCode      *string
+	LastErrorMessage   *string
+	LastErrorAt        *int64
+}
+
+func (connectionRow) TableName() string { return "connections" }
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func microsPtr(t *time.Time) *int64 {
+	if t == nil {
+		return nil
+	}
+	v := t.UnixMicro()
+	return &v
+}
+
+func timePtr(v *int64) *time.Time {
+	if v == nil {
+		return nil
+	}
+	t := time.UnixMicro(*v).UTC()
+	return &t
+}
+
+func toRow(c connection.Connection) connectionRow {
+	r := connectionRow{
+		ID:                 c.ID,
+		ServerURL:          c.ServerURL,
+		EndUserID:          c.EndUserID,
+		Status:             string(c.Status),
+		MattermostUserID:   c.MattermostUser.ID,
+		MattermostUsername: c.MattermostUser.Username,
+		MattermostEmail:    c.MattermostUser.Email,
+		ServerVersion:      c.ServerVersion,
+		TokenHint:          c.TokenHint,
+		Generation:         c.Generation,
+		CreatedAt:          micros(c.CreatedAt),
+		UpdatedAt:          micros(c.UpdatedAt),
+		LastVerifiedAt:     microsPtr(c.LastVerifiedAt),
+		RevokedAt:          microsPtr(c.RevokedAt),
+	}
+	if c.SealedToken != nil {
+		s := string(c.SealedToken)
+		r.SealedToken = &s
+	}
+	if e := c.LastError; e != nil {
+		r.LastErrorCode, r.LastErrorMessage, r.LastErrorAt = &e.Code, &e.Message, microsPtr(&e.At)
+	}
+	return r
+}
+
+func fromRow(r connectionRow) connection.Connection {
+	c := connection.Connection{
+		ID:             r.ID,
+		ServerURL:      r.ServerURL,
+		EndUserID:      r.EndUserID,
+		Status:         connection.Status(r.Status),
+		MattermostUser: connection.MattermostUser{ID: r.MattermostUserID, Username: r.MattermostUsername, Email: r.MattermostEmail},
+		ServerVersion:  r.ServerVersion,
+		TokenHint:      r.TokenHint,
+		Generation:     r.Generation,
+		CreatedAt:      time.UnixMicro(r.CreatedAt).UTC(),
+		UpdatedAt:      time.UnixMicro(r.UpdatedAt).UTC(),
+		LastVerifiedAt: timePtr(r.LastVerifiedAt),
+		RevokedAt:      timePtr(r.RevokedAt),
+	}
+	if r.SealedToken != nil {
+		c.SealedToken = []byte(*r.SealedToken)
+	}
+	if r.LastErrorCode != nil && r.LastErrorAt != nil {
+		c.LastError = &connection.LastError{Code: *r.LastErrorCode, At: *timePtr(r.LastErrorAt)}
+		if r.LastErrorMessage != nil {
+			c.LastError.Message = *r.LastErrorMessage
+		}
+	}
+	return c
+}
+
+// wrap turns a driver error into a domain error that keeps its cause.
+func (s *Store) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	switch {
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return connection.ErrNotFound
+	case errors.Is(err, gorm.ErrDuplicatedKey):
+		return fmt.Errorf("%s: %w: %w", op, connection.ErrConflict, err)
+	}
+	if kind := s.classify(err); kind != nil {
+		return fmt.Errorf("%s: %w: %w", op, kind, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// Create implements connection.Store.
+func (s *Store) Create(ctx context.Context, c connection.Connection) error {
+	row := toRow(c)
+	return s.wrap("create connection", s.db.WithContext(ctx).Create(&row).Error)
+}
+
+// Get implements connection.Store.
+func (s *Store) Get(ctx context.Context, id string) (connection.Connection, error) {
+	var row connectionRow
+	err := s.db.WithContext(ctx).Where("id = ?", id).Take(&row).Error
+	if err != nil {
+		return connection.Connection{}, s.wrap("get connection", err)
+	}
+	return fromRow(row), nil
+}
+
+// FindLive implements connection.Store.
+func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string, endUserID *string) (connection.Connection, error) {
+	q := s.db.WithContext(ctx).
+		Where("server_url = ? AND mattermost_user_id = ? AND status <> ?", serverURL, mattermostUserID, connection.StatusRevoked)
+	if endUserID == nil {
+		q = q.Where("end_user_id IS NULL")
+	} else {
+		q = q.Where("end_user_id = ?", *endUserID)
+	}
+	var row connectionRow
+	if err := q.Take(&row).Error; err != nil {
+		return connection.Connection{}, s.wrap("find live connection", err)
+	}
+	return fromRow(row), nil
+}
+
+// List implements connection.Store.
+func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection.Connection, error) {
+	q := s.db.WithContext(ctx).Model(&connectionRow{})
+	if f.EndUserID != nil {
+		q = q.Where("end_user_id = ?", *f.EndUserID)
+	}
+	if f.Status != nil {
+		q = q.Where("status = ?", string(*f.Status))
+	}
+	if a := f.After; a != nil {
+		at := micros(a.CreatedAt)
+		q = q.Where("(created_at < ? OR (created_at = ? AND id < ?))", at, at, a.ID)
+	}
+	var rows []connectionRow
+	err := q.Order("created_at DESC, id DESC").Limit(f.Limit).Find(&rows).Error
+	if err != nil {
+		return nil, s.wrap("list connections", err)
+	}
+	out := make([]connection.Connection, len(rows))
+	for i, r := range rows {
+		out[i] = fromRow(r)
+	}
+	return out, nil
+}
+
+// Update implements connection.Store. It names every column, so that a
+// token erased or an error cleared is written as NULL (GORM skips zero
+// values in a struct update).
+func (s *Store) Update(ctx context.Context, c connection.Connection, expect int64) error {
+	r := toRow(c)
+	res := s.db.WithContext(ctx).Model(&connectionRow{}).
+		Where("id = ? AND generation = ? AND status <> ?", c.ID, expect, connection.StatusRevoked).
+		Updates(map[string]any{
+			"status":              r.Status,
+			"mattermost_user_id":  r.MattermostUserID,
+			"mattermost_username": r.MattermostUsername,
+			"mattermost_email":    r.MattermostEmail,
+			"server_version":      r.ServerVersion,
+			"token_hint":          r.TokenHint,
+			"sealed_token":        r.SealedToken,
+			"generation":          r.Generation,
+			"updated_at":          r.UpdatedAt,
+			"last_verified_at":    r.LastVerifiedAt,
+			"revoked_at":          r.RevokedAt,
+			"last_error_code":     r.LastErrorCode,
+			"last_error_message":  r.LastErrorMessage,
+			"last_error_at":       r.LastErrorAt,
+		})
+	if res.Error != nil {
+		return s.wrap("update connection", res.Error)
+	}
+	if res.RowsAffected == 1 {
+		return nil
+	}
+	if _, err := s.Get(ctx, c.ID); err != nil {
+		return err
+	}
+	return fmt.Errorf("update connection %s: changed meanwhile: %w", c.ID, connection.ErrConflict)
+}
+
+// Ping implements connection.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var one int
+	if err := s.sqlDB.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("ping: %w: %w", connection.ErrUnavailable, err)
+	}
+	return nil
+}
