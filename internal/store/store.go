@@ -20,9 +20,9 @@ import (
 
 // Store implements connection.Store on a GORM database.
 type Store struct {
-	db      *gorm.DB
-	sqlDB   *sql.DB
-	dialect string
+	db       *gorm.DB
+	sqlDB    *sql.DB
+	dialect  string
 	classify func(error) error
 }
 
