@@ -1,0 +1,179 @@
+// Package mattermost proves personal access tokens against Mattermost
+// servers and names every way that can fail, in words for the person who
+// typed the server URL and token. It implements connection.Verifier.
+package mattermost
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+)
+
+// MaxBody is the most of an answer that is ever read: a real /users/me is
+// under 2 KiB, so anything near this is not Mattermost.
+const MaxBody = 1 << 20
+
+// Options configure a Client.
+type Options struct {
+	// Timeout bounds one whole check: connecting, TLS, headers and body.
+	Timeout time.Duration
+	// RootCAs are trusted beside the system roots (self-hosted servers with
+	// a private CA). Nil trusts the system roots only.
+	RootCAs *x509.CertPool
+	// DialContext replaces the network dialer (tests, SSRF guard).
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Client checks tokens. It is safe for concurrent use and keeps upstream
+// connections alive between checks.
+type Client struct {
+	http    *http.Client
+	timeout time.Duration
+}
+
+var _ connection.Verifier = (*Client)(nil)
+
+// New builds a Client. Proxies from the environment are ignored on purpose:
+// the check must reach the server the user named and no other.
+func New(opts Options) *Client {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	dial := opts.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: opts.Timeout, KeepAlive: 30 * time.Second}).DialContext
+	}
+	tr := &http.Transport{
+		Proxy:                  nil,
+		DialContext:            dial,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           100,
+		MaxIdleConnsPerHost:    8,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    opts.Timeout,
+		ResponseHeaderTimeout:  opts.Timeout,
+		MaxResponseHeaderBytes: 64 << 10,
+		TLSClientConfig: &tls.Config{
+			RootCAs:    opts.RootCAs,
+			MinVersion: tls.VersionTLS12,
+		},
+	}
+	return &Client{
+		timeout: opts.Timeout,
+		http: &http.Client{
+			Transport: tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+	}
+}
+
+// LoadRootCAs returns the system roots plus the PEM certificates in file.
+func LoadRootCAs(file string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// Verify asks serverURL who the token belongs to (GET /api/v4/users/me).
+// Every failure is an *connection.UpstreamError naming the server; the
+// token is sent only in the Authorization header and appears in no error.
+func (c *Client) Verify(ctx context.Context, serverURL, token string) (connection.Identity, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, serverURL+"/api/v4/users/me", nil)
+	if err != nil {
+		return connection.Identity{}, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "mmconnect")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return connection.Identity{}, classifyError(ctx, serverURL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+1))
+	if err != nil {
+		return connection.Identity{}, classifyError(ctx, serverURL, err)
+	}
+	// Drain a little so the connection can be reused; a large rest is dropped.
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	ident, err := Classify(serverURL, resp.StatusCode, resp.Header, body)
+	if err != nil {
+		return connection.Identity{}, err
+	}
+	ident.ServerURL = serverURL
+	return ident, nil
+}
+
+// classifyError names a failure to get a complete answer.
+func classifyError(ctx context.Context, server string, err error) error {
+	up := func(code, format string) error {
+		return &connection.UpstreamError{Code: code, Message: fmt.Sprintf(format, server), Err: stripURL(err)}
+	}
+	var dnsErr *net.DNSError
+	var certErr *tls.CertificateVerificationError
+	var hostErr x509.HostnameError
+	var unknownAuth x509.UnknownAuthorityError
+	var invalidCert x509.CertificateInvalidError
+	var recordErr tls.RecordHeaderError
+	var tlsAlert tls.AlertError
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return up(connection.CodeUpstreamTimeout, "%s did not answer in time. Check that the server URL is right and the server is running, then try again.")
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return up(connection.CodeHostNotFound, "No server named in %s exists (the name is not in DNS). Check the server URL for typos: it is the address in your browser when you use Mattermost.")
+	case errors.As(err, &dnsErr):
+		return up(connection.CodeUpstreamUnreachable, "The name of %s could not be looked up right now. Try again in a moment.")
+	case errors.As(err, &hostErr):
+		return up(connection.CodeUpstreamTLS, "The TLS certificate of %s is not valid for that name. Check the server URL, or ask the server's administrator to fix its certificate.")
+	case errors.As(err, &unknownAuth):
+		return up(connection.CodeUpstreamTLS, "The TLS certificate of %s is signed by an authority this service does not trust. Ask the server's administrator to use a trusted certificate.")
+	case errors.As(err, &invalidCert):
+		return up(connection.CodeUpstreamTLS, "The TLS certificate of %s is expired or otherwise invalid. Ask the server's administrator to renew it.")
+	case errors.As(err, &certErr):
+		return up(connection.CodeUpstreamTLS, "The TLS certificate of %s could not be verified. Ask the server's administrator to check it.")
+	case errors.As(err, &recordErr):
+		return up(connection.CodeUpstreamTLS, "%s does not speak HTTPS on that port (it answered in plain HTTP). Check the server URL and its port.")
+	case errors.As(err, &tlsAlert):
+		return up(connection.CodeUpstreamTLS, "The secure (TLS) connection to %s failed. Check the server URL and its port.")
+	}
+	return up(connection.CodeUpstreamUnreachable, "%s could not be reached (the connection was refused or cut). Check the server URL and that the server is running.")
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// stripURL drops the request URL from a *url.Error; the cause is what
+// matters in a log, and the URL is already named in the message.
+func stripURL(err error) error {
+	type unwrapper interface{ Unwrap() error }
+	if u, ok := err.(unwrapper); ok {
+		if inner := u.Unwrap(); inner != nil {
+			return inner
+		}
+	}
+	return err
+}
