@@ -38,12 +38,18 @@ func ParseServerURL(raw string, allowHTTP bool) (string, *FieldError) {
 	if utf8.RuneCountInString(s) > MaxServerURLLength {
 		return "", &FieldError{Field: field, Code: FieldTooLong, Message: fmt.Sprintf("server_url must be at most %d characters", MaxServerURLLength)}
 	}
+	if !utf8.ValidString(s) {
+		return bad("server_url must be valid UTF-8 text")
+	}
 	for _, r := range s {
 		if unicode.IsSpace(r) || unicode.IsControl(r) {
 			return bad("server_url must not contain spaces or control characters")
 		}
 	}
 	if !strings.Contains(s, "://") {
+		if addr, err := netip.ParseAddr(s); err == nil && addr.Is6() {
+			return bad("an IPv6 address must be written in brackets, e.g. https://[2001:db8::1]")
+		}
 		if i := strings.IndexByte(s, ':'); i > 0 && isSchemeLike(s[:i]) && !looksLikePort(s[i+1:]) {
 			return bad("server_url must start with https:// (found %q)", s[:i+1])
 		}
@@ -134,11 +140,13 @@ func describeURLError(err error) string {
 	}
 	msg := err.Error()
 	switch {
+	case strings.Contains(msg, "invalid port") && strings.Count(msg, ":") > 2:
+		return "an IPv6 address must be written in brackets, e.g. https://[2001:db8::1]"
 	case strings.Contains(msg, "invalid port"):
 		return "the port must be a number from 1 to 65535"
 	case strings.Contains(msg, "escape"):
 		return "it contains a broken %-escape"
-	case strings.Contains(msg, "IPv6"), strings.Contains(msg, "bracket"):
+	case strings.Contains(msg, "IP-literal"), strings.Contains(msg, "IPv6"), strings.Contains(msg, "bracket"):
 		return "an IPv6 address must be written in brackets, e.g. https://[2001:db8::1]"
 	}
 	return "the host or port cannot be read"
@@ -167,6 +175,11 @@ func normaliseHost(host string, bracketed bool) (string, *FieldError) {
 		return addr.String(), nil
 	}
 	ascii, err := idna.Lookup.ToASCII(host)
+	if err == nil {
+		// A name must survive a second pass: U+FFFD and friends map to
+		// punycode that Lookup itself then refuses.
+		_, err = idna.Lookup.ToASCII(ascii)
+	}
 	if err != nil {
 		return bad("server_url host %q is not a valid host name", host)
 	}
