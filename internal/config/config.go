@@ -1,0 +1,178 @@
+// Package config reads mmconnect's settings from the environment once, at
+// start, and refuses bad values with one line naming the variable.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mmconnect/mmconnect/internal/secret"
+)
+
+// MinAPIKeyLength keeps API keys out of brute-force reach.
+const MinAPIKeyLength = 32
+
+// Config is the effective configuration.
+type Config struct {
+	Addr        string
+	DataDir     string
+	DatabaseURL string // as given, or the default sqlite path
+	// SQLitePath is set when the database is SQLite.
+	SQLitePath string
+
+	// APIKeys are the keys given in MMCONNECT_API_KEYS; empty means a key
+	// file in the data dir is used (APIKeyFile).
+	APIKeys    []string
+	APIKeyFile string
+
+	// EncryptionKey is the decoded MMCONNECT_ENCRYPTION_KEY; nil means a key
+	// file in the data dir is used (EncryptionKeyFile).
+	EncryptionKey     []byte
+	EncryptionKeyFile string
+
+	AllowHTTP       bool
+	UpstreamCAFile  string
+	UpstreamTimeout time.Duration
+}
+
+// Error names the variable whose value is bad.
+type Error struct {
+	Var     string
+	Problem string
+}
+
+func (e *Error) Error() string { return e.Var + ": " + e.Problem }
+
+// Load reads the configuration through getenv and validates it.
+func Load(getenv func(string) string) (Config, error) {
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	c := Config{
+		Addr:    get("MMCONNECT_ADDR", ":8080"),
+		DataDir: get("MMCONNECT_DATA_DIR", "./data"),
+	}
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil {
+		return Config{}, &Error{"MMCONNECT_ADDR", fmt.Sprintf("%q is not host:port (e.g. :8080 or 127.0.0.1:8080)", c.Addr)}
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return Config{}, &Error{"MMCONNECT_ADDR", fmt.Sprintf("port %q is not a number from 0 to 65535", port)}
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return Config{}, &Error{"MMCONNECT_DATA_DIR", err.Error()}
+	}
+	c.DataDir = abs
+
+	c.DatabaseURL = get("MMCONNECT_DATABASE_URL", "")
+	switch {
+	case c.DatabaseURL == "":
+		c.SQLitePath = filepath.Join(c.DataDir, "mmconnect.db")
+		c.DatabaseURL = "sqlite://" + c.SQLitePath
+	case strings.HasPrefix(c.DatabaseURL, "sqlite://"):
+		p := strings.TrimPrefix(c.DatabaseURL, "sqlite://")
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#") {
+			return Config{}, &Error{"MMCONNECT_DATABASE_URL", "a sqlite URL must name an absolute file path: sqlite:///abs/path.db"}
+		}
+		c.SQLitePath = filepath.Clean(p)
+	default:
+		scheme := c.DatabaseURL
+		if u, err := url.Parse(c.DatabaseURL); err == nil && u.Scheme != "" {
+			scheme = u.Scheme + "://"
+		}
+		return Config{}, &Error{"MMCONNECT_DATABASE_URL", fmt.Sprintf("unsupported database %q: use sqlite:///abs/path.db", scheme)}
+	}
+
+	if v := get("MMCONNECT_API_KEYS", ""); v != "" {
+		for i, k := range strings.Split(v, ",") {
+			k = strings.TrimSpace(k)
+			if len(k) < MinAPIKeyLength {
+				return Config{}, &Error{"MMCONNECT_API_KEYS", fmt.Sprintf("key %d is %d characters; each key needs at least %d", i+1, len(k), MinAPIKeyLength)}
+			}
+			c.APIKeys = append(c.APIKeys, k)
+		}
+	} else {
+		c.APIKeyFile = filepath.Join(c.DataDir, "api-key")
+	}
+
+	if v := get("MMCONNECT_ENCRYPTION_KEY", ""); v != "" {
+		k, err := secret.ParseKey(v)
+		if err != nil {
+			return Config{}, &Error{"MMCONNECT_ENCRYPTION_KEY", "must be base64 of 32 random bytes (e.g. openssl rand -base64 32): it " + err.Error()}
+		}
+		c.EncryptionKey = k
+	} else {
+		c.EncryptionKeyFile = filepath.Join(c.DataDir, "encryption-key")
+	}
+
+	if v := get("MMCONNECT_ALLOW_HTTP", "false"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return Config{}, &Error{"MMCONNECT_ALLOW_HTTP", fmt.Sprintf("%q is not true or false", v)}
+		}
+		c.AllowHTTP = b
+	}
+	if v := get("MMCONNECT_UPSTREAM_CA_FILE", ""); v != "" {
+		if st, err := os.Stat(v); err != nil || st.IsDir() {
+			return Config{}, &Error{"MMCONNECT_UPSTREAM_CA_FILE", fmt.Sprintf("%s is not a readable file", v)}
+		}
+		c.UpstreamCAFile = v
+	}
+	d, err := time.ParseDuration(get("MMCONNECT_UPSTREAM_TIMEOUT", "10s"))
+	if err != nil || d < 100*time.Millisecond || d > 5*time.Minute {
+		return Config{}, &Error{"MMCONNECT_UPSTREAM_TIMEOUT", "must be a duration from 100ms to 5m, e.g. 10s"}
+	}
+	c.UpstreamTimeout = d
+	return c, nil
+}
+
+// LogValue shows the configuration with every secret masked: the number of
+// API keys and where key files live, never a key.
+func (c Config) LogValue() slog.Value {
+	apiKeys := fmt.Sprintf("%d key(s) from MMCONNECT_API_KEYS", len(c.APIKeys))
+	if c.APIKeyFile != "" {
+		apiKeys = "file " + c.APIKeyFile
+	}
+	enc := "from MMCONNECT_ENCRYPTION_KEY (id " + keyID(c.EncryptionKey) + ")"
+	if c.EncryptionKeyFile != "" {
+		enc = "file " + c.EncryptionKeyFile
+	}
+	return slog.GroupValue(
+		slog.String("addr", c.Addr),
+		slog.String("data_dir", c.DataDir),
+		slog.String("database", maskURL(c.DatabaseURL)),
+		slog.String("api_keys", apiKeys),
+		slog.String("encryption_key", enc),
+		slog.Bool("allow_http", c.AllowHTTP),
+		slog.String("upstream_ca_file", c.UpstreamCAFile),
+		slog.Duration("upstream_timeout", c.UpstreamTimeout),
+	)
+}
+
+func keyID(k []byte) string {
+	if k == nil {
+		return "none"
+	}
+	return secret.KeyID(k)
+}
+
+// maskURL hides a password in a database URL.
+func maskURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}

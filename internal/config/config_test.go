@@ -1,0 +1,84 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadDefaults(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs("./data")
+	if c.Addr != ":8080" || c.DataDir != abs || c.SQLitePath != filepath.Join(abs, "mmconnect.db") ||
+		c.APIKeyFile != filepath.Join(abs, "api-key") || c.EncryptionKeyFile != filepath.Join(abs, "encryption-key") ||
+		c.AllowHTTP || c.UpstreamTimeout != 10*time.Second {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestLoadValues(t *testing.T) {
+	key := strings.Repeat("k", 32)
+	c, err := Load(env(map[string]string{
+		"MMCONNECT_ADDR":             "127.0.0.1:0",
+		"MMCONNECT_DATABASE_URL":     "sqlite:///tmp/x/mm.db",
+		"MMCONNECT_API_KEYS":         key + ", " + key + "2",
+		"MMCONNECT_ENCRYPTION_KEY":   "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+		"MMCONNECT_ALLOW_HTTP":       "true",
+		"MMCONNECT_UPSTREAM_TIMEOUT": "3s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SQLitePath != "/tmp/x/mm.db" || len(c.APIKeys) != 2 || c.APIKeys[1] != key+"2" || c.APIKeyFile != "" ||
+		len(c.EncryptionKey) != 32 || c.EncryptionKeyFile != "" || !c.AllowHTTP || c.UpstreamTimeout != 3*time.Second {
+		t.Fatalf("loaded = %+v", c)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "config", c)
+	if strings.Contains(buf.String(), key) || strings.Contains(buf.String(), "AQEBAQEB") {
+		t.Fatalf("config log shows a secret: %s", buf.String())
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+	}{
+		{"MMCONNECT_ADDR", "8080"},
+		{"MMCONNECT_ADDR", ":99999"},
+		{"MMCONNECT_DATABASE_URL", "mysql://x"},
+		{"MMCONNECT_DATABASE_URL", "sqlite://relative.db"},
+		{"MMCONNECT_API_KEYS", "short"},
+		{"MMCONNECT_API_KEYS", strings.Repeat("k", 32) + ",short"},
+		{"MMCONNECT_ENCRYPTION_KEY", "not-base64!"},
+		{"MMCONNECT_ENCRYPTION_KEY", "c2hvcnQ="},
+		{"MMCONNECT_ALLOW_HTTP", "sometimes"},
+		{"MMCONNECT_UPSTREAM_CA_FILE", "/nonexistent/ca.pem"},
+		{"MMCONNECT_UPSTREAM_TIMEOUT", "ten seconds"},
+		{"MMCONNECT_UPSTREAM_TIMEOUT", "1ns"},
+	} {
+		_, err := Load(env(map[string]string{tc.name: tc.value}))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Var != tc.name {
+			t.Errorf("%s=%q: err = %v, want an error naming %s", tc.name, tc.value, err, tc.name)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error is not one line: %q", tc.name, err)
+		}
+		if tc.name == "MMCONNECT_API_KEYS" && strings.Contains(err.Error(), tc.value) {
+			t.Errorf("error repeats the key: %q", err)
+		}
+	}
+}
