@@ -1,0 +1,207 @@
+package api
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+)
+
+// timeFormat is RFC 3339 in UTC with exactly microsecond precision.
+const timeFormat = "2006-01-02T15:04:05.000000Z"
+
+type createConnectionRequest struct {
+	ServerURL string  `json:"server_url" validate:"required,max=2048"`
+	Token     string  `json:"token" validate:"required,max=1024"`
+	EndUserID *string `json:"end_user_id" validate:"omitnil,min=1,max=255"`
+}
+
+type mattermostUserResponse struct {
+	ID       string `json:"id"`
+	Username string `json:"username"`
+	Email    string `json:"email"`
+}
+
+type lastErrorResponse struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	At      string `json:"at"`
+}
+
+type connectionResponse struct {
+	ID             string                 `json:"id"`
+	Provider       string                 `json:"provider"`
+	ServerURL      string                 `json:"server_url"`
+	EndUserID      *string                `json:"end_user_id"`
+	Status         string                 `json:"status"`
+	MattermostUser mattermostUserResponse `json:"mattermost_user"`
+	ServerVersion  string                 `json:"server_version"`
+	TokenHint      string                 `json:"token_hint"`
+	CreatedAt      string                 `json:"created_at"`
+	UpdatedAt      string                 `json:"updated_at"`
+	LastVerifiedAt *string                `json:"last_verified_at"`
+	RevokedAt      *string                `json:"revoked_at"`
+	LastError      *lastErrorResponse     `json:"last_error"`
+}
+
+type connectionListResponse struct {
+	Data       []connectionResponse `json:"data"`
+	NextCursor *string              `json:"next_cursor"`
+}
+
+type credentialsResponse struct {
+	ServerURL string `json:"server_url"`
+	Token     string `json:"token"`
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
+
+func formatTimePtr(t *time.Time) *string {
+	if t == nil {
+		return nil
+	}
+	s := formatTime(*t)
+	return &s
+}
+
+// toConnectionResponse is the one place a Connection becomes JSON; the
+// sealed token has no field here.
+func toConnectionResponse(c connection.Connection) connectionResponse {
+	r := connectionResponse{
+		ID:        c.ID,
+		Provider:  connection.Provider,
+		ServerURL: c.ServerURL,
+		EndUserID: c.EndUserID,
+		Status:    string(c.Status),
+		MattermostUser: mattermostUserResponse{
+			ID: c.MattermostUser.ID, Username: c.MattermostUser.Username, Email: c.MattermostUser.Email,
+		},
+		ServerVersion:  c.ServerVersion,
+		TokenHint:      c.TokenHint,
+		CreatedAt:      formatTime(c.CreatedAt),
+		UpdatedAt:      formatTime(c.UpdatedAt),
+		LastVerifiedAt: formatTimePtr(c.LastVerifiedAt),
+		RevokedAt:      formatTimePtr(c.RevokedAt),
+	}
+	if e := c.LastError; e != nil {
+		r.LastError = &lastErrorResponse{Code: e.Code, Message: e.Message, At: formatTime(e.At)}
+	}
+	return r
+}
+
+func connectionLocation(id string) string { return "/connections/" + url.PathEscape(id) }
+
+func (s *Server) createConnection(c echo.Context) error {
+	var req createConnectionRequest
+	if err := s.bindJSON(c, &req); err != nil {
+		return err
+	}
+	conn, created, err := s.deps.Connections.Connect(c.Request().Context(), connection.ConnectInput{
+		ServerURL: req.ServerURL, Token: req.Token, EndUserID: req.EndUserID,
+	})
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set(echo.HeaderLocation, connectionLocation(conn.ID))
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	return respond(c, status, toConnectionResponse(conn))
+}
+
+func (s *Server) getConnection(c echo.Context) error {
+	conn, err := s.deps.Connections.Get(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return respond(c, http.StatusOK, toConnectionResponse(conn))
+}
+
+// listQuery reads the listing parameters, refusing unknown, repeated or
+// empty ones rather than silently ignoring a typo.
+func listQuery(c echo.Context) (connection.ListQuery, error) {
+	var q connection.ListQuery
+	params, err := url.ParseQuery(c.Request().URL.RawQuery)
+	if err != nil {
+		return q, invalidRequest("The query string is malformed (a broken %-escape or ';').")
+	}
+	for name, values := range params {
+		if len(values) != 1 {
+			return q, invalidRequest("Query parameter " + name + " must be given once.")
+		}
+		v := values[0]
+		if v == "" {
+			return q, invalidRequest("Query parameter " + name + " must not be empty; leave it out instead.")
+		}
+		switch name {
+		case "end_user_id":
+			q.EndUserID = &v
+		case "status":
+			st := connection.Status(v)
+			if !st.Valid() {
+				return q, invalidRequest("status must be one of active, invalid, revoked.")
+			}
+			q.Status = &st
+		case "limit":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > connection.MaxListLimit {
+				return q, invalidRequest("limit must be a whole number from 1 to " + strconv.Itoa(connection.MaxListLimit) + ".")
+			}
+			q.Limit = n
+		case "cursor":
+			q.Cursor = v
+		default:
+			return q, invalidRequest("Unknown query parameter " + name + "; use end_user_id, status, limit or cursor.")
+		}
+	}
+	return q, nil
+}
+
+func (s *Server) listConnections(c echo.Context) error {
+	q, err := listQuery(c)
+	if err != nil {
+		return err
+	}
+	page, err := s.deps.Connections.List(c.Request().Context(), q)
+	if err != nil {
+		return err
+	}
+	out := connectionListResponse{Data: make([]connectionResponse, len(page.Connections))}
+	for i, conn := range page.Connections {
+		out.Data[i] = toConnectionResponse(conn)
+	}
+	if page.NextCursor != "" {
+		out.NextCursor = &page.NextCursor
+	}
+	return respond(c, http.StatusOK, out)
+}
+
+func (s *Server) verifyConnection(c echo.Context) error {
+	conn, err := s.deps.Connections.Verify(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return respond(c, http.StatusOK, toConnectionResponse(conn))
+}
+
+func (s *Server) getCredentials(c echo.Context) error {
+	cred, err := s.deps.Connections.Credentials(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+	c.Response().Header().Set("Pragma", "no-cache")
+	return respond(c, http.StatusOK, credentialsResponse{ServerURL: cred.ServerURL, Token: cred.Token})
+}
+
+func (s *Server) deleteConnection(c echo.Context) error {
+	if _, err := s.deps.Connections.Revoke(c.Request().Context(), c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}

@@ -1,0 +1,159 @@
+// Package api is mmconnect's HTTP transport: it translates requests into
+// calls on the connection service and its results and errors into JSON and
+// RFC 9457 problems, as openapi.yaml describes. It holds no business rules.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/go-playground/validator/v10"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/secret"
+)
+
+// Connections is what the API needs from the domain.
+type Connections interface {
+	Connect(ctx context.Context, in connection.ConnectInput) (connection.Connection, bool, error)
+	Get(ctx context.Context, id string) (connection.Connection, error)
+	List(ctx context.Context, q connection.ListQuery) (connection.Page, error)
+	Verify(ctx context.Context, id string) (connection.Connection, error)
+	Credentials(ctx context.Context, id string) (connection.Credentials, error)
+	Revoke(ctx context.Context, id string) (connection.Connection, error)
+	Ready(ctx context.Context) error
+}
+
+// Deps are everything the HTTP API is built from.
+type Deps struct {
+	Connections Connections
+	APIKeys     *secret.KeySet
+	Logger      *slog.Logger
+	// OpenAPI is the contract, served at /openapi.yaml.
+	OpenAPI []byte
+}
+
+// MaxBodyBytes bounds a request body.
+const MaxBodyBytes = 64 << 10
+
+// Server is the HTTP API.
+type Server struct {
+	echo     *echo.Echo
+	deps     Deps
+	validate *validator.Validate
+}
+
+// NewServer builds the API with every route, middleware and the error table.
+func NewServer(deps Deps) *Server {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	s := &Server{echo: e, deps: deps, validate: newValidator()}
+	e.HTTPErrorHandler = errorHandler(deps.Logger)
+	e.Use(s.requestIDMiddleware, s.accessLog, middleware.RecoverWithConfig(middleware.RecoverConfig{
+		StackSize:           8 << 10,
+		DisableStackAll:     true,
+		DisableErrorHandler: true,
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			return fmt.Errorf("panic: %w\n%s", err, stack)
+		},
+	}))
+	s.routes()
+	return s
+}
+
+// ServeHTTP makes the Server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+const ctxRequestID = "request_id"
+
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// requestIDMiddleware gives every request an id: the load balancer's
+// X-Request-Id when it is a sane token, else a fresh random one.
+func (s *Server) requestIDMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(echo.HeaderXRequestID)
+		if !requestIDPattern.MatchString(id) {
+			var b [16]byte
+			_, _ = rand.Read(b[:])
+			id = strings.ToLower(idEncoding.EncodeToString(b[:]))
+		}
+		c.Set(ctxRequestID, id)
+		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		return next(c)
+	}
+}
+
+func requestID(c echo.Context) string {
+	id, _ := c.Get(ctxRequestID).(string)
+	return id
+}
+
+// accessLog writes one line per request: never headers, bodies or query
+// values (an end user id is the app's business, a token is nobody's).
+func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		s.deps.Logger.Info("request",
+			"request_id", requestID(c),
+			"method", c.Request().Method,
+			"route", c.Path(),
+			"status", c.Response().Status,
+			"bytes", c.Response().Size,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000,
+		)
+		return nil
+	}
+}
+
+// requireAPIKey admits requests bearing one of the API keys.
+func (s *Server) requireAPIKey(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		key, ok := bearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
+		if !ok || !s.deps.APIKeys.Match(key) {
+			return &requestError{http.StatusUnauthorized, "unauthorized", "Send a valid API key as Authorization: Bearer <key>."}
+		}
+		c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+		return next(c)
+	}
+}
+
+func bearerToken(h string) (string, bool) {
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+// writeJSON writes v without escaping <, > and & (the output is JSON, not
+// HTML) and with a final newline.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// respond writes a JSON body with a status.
+func respond(c echo.Context, status int, v any) error {
+	c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	c.Response().WriteHeader(status)
+	return writeJSON(c.Response(), v)
+}
