@@ -60,11 +60,13 @@ var upstreamStatus = map[string]int{
 // error it does not know is an internal error, shown without detail.
 func problemFor(err error) (p Problem, retryAfter string, internal bool) {
 	var (
-		re  *requestError
-		ve  *connection.ValidationError
-		ue  *connection.UpstreamError
-		he  *echo.HTTPError
-		ok  = func(status int, code, detail string) Problem { return Problem{Status: status, Code: code, Detail: detail} }
+		re *requestError
+		ve *connection.ValidationError
+		ue *connection.UpstreamError
+		he *echo.HTTPError
+		ok = func(status int, code, detail string) Problem {
+			return Problem{Status: status, Code: code, Detail: detail}
+		}
 		res Problem
 	)
 	switch {
