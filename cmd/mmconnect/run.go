@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/mmconnect/mmconnect"
+	"github.com/mmconnect/mmconnect/api"
+	"github.com/mmconnect/mmconnect/internal/config"
+	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/mattermost"
+	"github.com/mmconnect/mmconnect/internal/secret"
+	"github.com/mmconnect/mmconnect/internal/store"
+)
+
+// version is set at link time (-ldflags "-X main.version=v1.2.3").
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// shutdownGrace bounds how long requests in flight may take to finish.
+const shutdownGrace = 30 * time.Second
+
+// run is the whole program, with its world passed in so tests can run it.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, getenv, stderr)
+	case "version":
+		_, err := fmt.Fprintln(stdout, "mmconnect", buildVersion())
+		return err
+	case "healthcheck":
+		return healthcheck(ctx, getenv)
+	case "help", "-h", "--help":
+		_, err := fmt.Fprintln(stdout, "usage: mmconnect [serve|version|healthcheck]")
+		return err
+	}
+	return fmt.Errorf("unknown command %q (usage: mmconnect [serve|version|healthcheck])", cmd)
+}
+
+func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) error {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(logOut, nil))
+	log.Info("starting", "version", buildVersion(), "config", cfg)
+
+	apiKeys, encKey, err := loadSecrets(cfg, log)
+	if err != nil {
+		return err
+	}
+	sealer, err := secret.NewSealer(encKey)
+	if err != nil {
+		return fmt.Errorf("encryption key: %w", err)
+	}
+	st, err := store.OpenSQLite(ctx, cfg.SQLitePath, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close database", "err", err)
+		}
+		log.Info("database closed")
+	}()
+
+	opts := mattermost.Options{Timeout: cfg.UpstreamTimeout}
+	if cfg.UpstreamCAFile != "" {
+		if opts.RootCAs, err = mattermost.LoadRootCAs(cfg.UpstreamCAFile); err != nil {
+			return fmt.Errorf("MMCONNECT_UPSTREAM_CA_FILE: %w", err)
+		}
+	}
+	svc := connection.NewService(st, mattermost.New(opts), sealer, connection.WithAllowHTTP(cfg.AllowHTTP))
+	handler := api.NewServer(api.Deps{
+		Connections: svc,
+		APIKeys:     secret.NewKeySet(apiKeys),
+		Logger:      log,
+		OpenAPI:     mmconnect.OpenAPI(),
+	})
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		// A create waits on the upstream check; leave room for it.
+		WriteTimeout:   cfg.UpstreamTimeout + 20*time.Second,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 32 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String())
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining requests in flight")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// loadSecrets takes the keys from the configuration, or from key files in
+// the data dir, creating them on first start. Paths are logged, never keys.
+func loadSecrets(cfg config.Config, log *slog.Logger) (apiKeys []string, encKey []byte, err error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("MMCONNECT_DATA_DIR: %w", err)
+	}
+	apiKeys = cfg.APIKeys
+	if cfg.APIKeyFile != "" {
+		key, created, err := secret.LoadOrCreateFile(cfg.APIKeyFile, secret.NewAPIKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("API key file: %w", err)
+		}
+		if len(key) < config.MinAPIKeyLength {
+			return nil, nil, fmt.Errorf("API key file %s: the key is shorter than %d characters", cfg.APIKeyFile, config.MinAPIKeyLength)
+		}
+		if created {
+			log.Info("generated an API key; read it from the file", "path", cfg.APIKeyFile)
+		} else {
+			log.Info("using the API key in the file", "path", cfg.APIKeyFile)
+		}
+		apiKeys = []string{key}
+	}
+	encKey = cfg.EncryptionKey
+	if cfg.EncryptionKeyFile != "" {
+		v, created, err := secret.LoadOrCreateFile(cfg.EncryptionKeyFile, secret.NewEncryptionKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("encryption key file: %w", err)
+		}
+		if encKey, err = secret.ParseKey(v); err != nil {
+			return nil, nil, fmt.Errorf("encryption key file %s: %w", cfg.EncryptionKeyFile, err)
+		}
+		if created {
+			log.Info("generated an encryption key; back it up with the database", "path", cfg.EncryptionKeyFile, "key_id", secret.KeyID(encKey))
+		}
+	}
+	return apiKeys, encKey, nil
+}
+
+// healthcheck asks the local server's /healthz, for container health checks
+// in an image without curl.
+func healthcheck(ctx context.Context, getenv func(string) string) error {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	_, port, _ := net.SplitHostPort(cfg.Addr)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort("127.0.0.1", port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /healthz answered %d", resp.StatusCode)
+	}
+	return nil
+}
