@@ -1,0 +1,40 @@
+# `make test` is the whole test suite: the command the README names and
+# .ci/run calls. `make run` starts the service on the embedded SQLite default.
+GO        ?= go
+FUZZTIME  ?= 5s
+BIN       ?= mmconnect
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: run build test check unit fuzz bench clean
+
+run:
+	$(GO) run ./cmd/mmconnect
+
+build:
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/mmconnect
+
+test: check unit fuzz
+
+# Formatting and vet: the cheap checks first.
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
+
+# Every fuzz target, one per `go test -fuzz` call (the tool allows one).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x $$pkg; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -f $(BIN)
