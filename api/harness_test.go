@@ -23,6 +23,7 @@ import (
 	"github.com/mmconnect/mmconnect"
 	"github.com/mmconnect/mmconnect/api"
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/logtest"
 	"github.com/mmconnect/mmconnect/internal/mattermost"
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
 	"github.com/mmconnect/mmconnect/internal/secret"
@@ -38,24 +39,6 @@ var contract = sync.OnceValues(func() (*openapi3.T, error) {
 	return doc, doc.Validate(context.Background())
 })
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // harness is the real router wired to a real SQLite store, real sealing and
 // the real Mattermost client, talking to a fake Mattermost over TLS.
 type harness struct {
@@ -63,7 +46,7 @@ type harness struct {
 	handler http.Handler
 	mm      *mattermosttest.Server
 	key     string
-	logs    *syncBuffer
+	logs    *logtest.Buffer
 	dataDir string
 	router  routers.Router
 	now     time.Time
@@ -83,7 +66,7 @@ const (
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &syncBuffer{}, key: secret.NewAPIKey(), dataDir: t.TempDir(),
+	h := &harness{t: t, logs: &logtest.Buffer{}, key: secret.NewAPIKey(), dataDir: t.TempDir(),
 		now: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)}
 	h.mm = mattermosttest.NewServer(t)
 	h.mm.AddToken(tokenA, mattermosttest.User{ID: userA, Username: "alice", Email: "alice@example.com"})

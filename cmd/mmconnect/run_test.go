@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mmconnect/mmconnect/internal/logtest"
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
 )
 
@@ -22,28 +22,11 @@ const (
 	tokenB = "zyxwvutsrqponmkjihgfedcbay"
 )
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // instance is one run() of the real program on 127.0.0.1:0.
 type instance struct {
 	t      *testing.T
 	base   string
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	cancel context.CancelFunc
 	done   chan error
 	key    string
@@ -54,7 +37,7 @@ var listeningRE = regexp.MustCompile(`"msg":"listening","addr":"([^"]+)"`)
 func start(t *testing.T, env map[string]string) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{t: t, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	in := &instance{t: t, logs: &logtest.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	getenv := func(k string) string { return env[k] }
 	go func() { in.done <- run(ctx, nil, getenv, io.Discard, in.logs) }()
 	deadline := time.Now().Add(10 * time.Second)
