@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,7 +89,8 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifier := mattermost.New(mattermost.Options{Timeout: 2 * time.Second, RootCAs: pool})
+	verifier := mattermost.New(mattermost.Options{Timeout: 2 * time.Second, RootCAs: pool,
+		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	svc := connection.NewService(st, verifier, sealer, connection.WithClock(h.clock))
 	h.handler = api.NewServer(api.Deps{Connections: svc, APIKeys: secret.NewKeySet([]string{h.key}), Logger: log, OpenAPI: mmconnect.OpenAPI()})
 

@@ -84,7 +84,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		log.Info("database closed")
 	}()
 
-	opts := mattermost.Options{Timeout: cfg.UpstreamTimeout}
+	opts := mattermost.Options{Timeout: cfg.UpstreamTimeout, AllowedNetworks: cfg.AllowedNetworks}
 	if cfg.UpstreamCAFile != "" {
 		if opts.RootCAs, err = mattermost.LoadRootCAs(cfg.UpstreamCAFile); err != nil {
 			return fmt.Errorf("MMCONNECT_UPSTREAM_CA_FILE: %w", err)

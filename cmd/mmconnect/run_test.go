@@ -123,6 +123,8 @@ func newEnv(t *testing.T, mm *mattermosttest.Server) map[string]string {
 		"MMCONNECT_DATA_DIR":         t.TempDir(),
 		"MMCONNECT_UPSTREAM_CA_FILE": mm.CAFile(t),
 		"MMCONNECT_UPSTREAM_TIMEOUT": "5s",
+		// The fake Mattermost listens on loopback, which is refused by default.
+		"MMCONNECT_ALLOWED_NETWORKS": "127.0.0.0/8",
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -37,7 +38,10 @@ type Config struct {
 	EncryptionKey     []byte
 	EncryptionKeyFile string
 
-	AllowHTTP       bool
+	AllowHTTP bool
+	// AllowedNetworks may be called although they are private or reserved
+	// (self-hosted Mattermost servers on an internal network).
+	AllowedNetworks []netip.Prefix
 	UpstreamCAFile  string
 	UpstreamTimeout time.Duration
 }
@@ -121,6 +125,15 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.AllowHTTP = b
 	}
+	if v := get("MMCONNECT_ALLOWED_NETWORKS", ""); v != "" {
+		for _, part := range strings.Split(v, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(part))
+			if err != nil {
+				return Config{}, &Error{"MMCONNECT_ALLOWED_NETWORKS", fmt.Sprintf("%q is not a CIDR range (e.g. 10.0.0.0/8 or fd00::/8)", strings.TrimSpace(part))}
+			}
+			c.AllowedNetworks = append(c.AllowedNetworks, p.Masked())
+		}
+	}
 	if v := get("MMCONNECT_UPSTREAM_CA_FILE", ""); v != "" {
 		if st, err := os.Stat(v); err != nil || st.IsDir() {
 			return Config{}, &Error{"MMCONNECT_UPSTREAM_CA_FILE", fmt.Sprintf("%s is not a readable file", v)}
@@ -153,6 +166,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("api_keys", apiKeys),
 		slog.String("encryption_key", enc),
 		slog.Bool("allow_http", c.AllowHTTP),
+		slog.Any("allowed_networks", c.AllowedNetworks),
 		slog.String("upstream_ca_file", c.UpstreamCAFile),
 		slog.Duration("upstream_timeout", c.UpstreamTimeout),
 	)

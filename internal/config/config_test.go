@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -36,12 +37,14 @@ func TestLoadValues(t *testing.T) {
 		"MMCONNECT_ENCRYPTION_KEY":   "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
 		"MMCONNECT_ALLOW_HTTP":       "true",
 		"MMCONNECT_UPSTREAM_TIMEOUT": "3s",
+		"MMCONNECT_ALLOWED_NETWORKS": "10.1.2.3/8, fd00::/8",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.SQLitePath != "/tmp/x/mm.db" || len(c.APIKeys) != 2 || c.APIKeys[1] != key+"2" || c.APIKeyFile != "" ||
-		len(c.EncryptionKey) != 32 || c.EncryptionKeyFile != "" || !c.AllowHTTP || c.UpstreamTimeout != 3*time.Second {
+		len(c.EncryptionKey) != 32 || c.EncryptionKeyFile != "" || !c.AllowHTTP || c.UpstreamTimeout != 3*time.Second ||
+		fmt.Sprint(c.AllowedNetworks) != "[10.0.0.0/8 fd00::/8]" {
 		t.Fatalf("loaded = %+v", c)
 	}
 	var buf bytes.Buffer
@@ -65,6 +68,8 @@ func TestLoadRejects(t *testing.T) {
 		{"MMCONNECT_ENCRYPTION_KEY", "c2hvcnQ="},
 		{"MMCONNECT_ALLOW_HTTP", "sometimes"},
 		{"MMCONNECT_UPSTREAM_CA_FILE", "/nonexistent/ca.pem"},
+		{"MMCONNECT_ALLOWED_NETWORKS", "10.0.0.0"},
+		{"MMCONNECT_ALLOWED_NETWORKS", "10.0.0.0/8,banana"},
 		{"MMCONNECT_UPSTREAM_TIMEOUT", "ten seconds"},
 		{"MMCONNECT_UPSTREAM_TIMEOUT", "1ns"},
 	} {

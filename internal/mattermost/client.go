@@ -12,7 +12,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
@@ -29,14 +32,23 @@ type Options struct {
 	// RootCAs are trusted beside the system roots (self-hosted servers with
 	// a private CA). Nil trusts the system roots only.
 	RootCAs *x509.CertPool
-	// DialContext replaces the network dialer (tests, SSRF guard).
-	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// AllowedNetworks are ranges that may be called although they are
+	// special-purpose (a self-hosted server on a private network).
+	AllowedNetworks []netip.Prefix
+	// Resolver and Dial replace DNS and the network (tests). Dial receives
+	// only numeric addresses the guard has permitted.
+	Resolver Resolver
+	Dial     DialFunc
 }
+
+// MaxRedirects is how many same-origin redirects a check follows.
+const MaxRedirects = 3
 
 // Client checks tokens. It is safe for concurrent use and keeps upstream
 // connections alive between checks.
 type Client struct {
 	http    *http.Client
+	guard   *guard
 	timeout time.Duration
 }
 
@@ -48,13 +60,10 @@ func New(opts Options) *Client {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
 	}
-	dial := opts.DialContext
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: opts.Timeout, KeepAlive: 30 * time.Second}).DialContext
-	}
+	g := newGuard(opts.AllowedNetworks, opts.Resolver, opts.Dial, opts.Timeout)
 	tr := &http.Transport{
 		Proxy:                  nil,
-		DialContext:            dial,
+		DialContext:            g.DialContext,
 		ForceAttemptHTTP2:      true,
 		MaxIdleConns:           100,
 		MaxIdleConnsPerHost:    8,
@@ -68,6 +77,7 @@ func New(opts Options) *Client {
 		},
 	}
 	return &Client{
+		guard:   g,
 		timeout: opts.Timeout,
 		http: &http.Client{
 			Transport: tr,
@@ -94,36 +104,110 @@ func LoadRootCAs(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// Verify asks serverURL who the token belongs to (GET /api/v4/users/me).
-// Every failure is an *connection.UpstreamError naming the server; the
-// token is sent only in the Authorization header and appears in no error.
+// Verify asks serverURL who the token belongs to (GET /api/v4/users/me),
+// following up to MaxRedirects redirects on the same origin: a server under
+// a subpath redirects the root API there, and the Identity's ServerURL is
+// where the API really answered. Every failure is a
+// *connection.UpstreamError naming the server; the token is sent only in
+// the Authorization header, only to that origin, and is in no error.
 func (c *Client) Verify(ctx context.Context, serverURL, token string) (connection.Identity, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, serverURL+"/api/v4/users/me", nil)
+	start, err := url.Parse(serverURL)
 	if err != nil {
-		return connection.Identity{}, fmt.Errorf("build request: %w", err)
+		return connection.Identity{}, fmt.Errorf("server URL: %w", err)
+	}
+	if err := c.guard.checkHost(start.Hostname()); err != nil {
+		return connection.Identity{}, classifyError(ctx, serverURL, err)
+	}
+	target := &url.URL{Scheme: start.Scheme, Host: start.Host, Path: strings.TrimSuffix(start.Path, "/") + "/api/v4/users/me"}
+	for hop := 0; ; hop++ {
+		resp, err := c.get(ctx, target, token)
+		if err != nil {
+			return connection.Identity{}, classifyError(ctx, serverURL, err)
+		}
+		if isRedirect(resp.StatusCode) {
+			loc := resp.Header.Get("Location")
+			discard(resp)
+			next, err := target.Parse(loc)
+			switch {
+			case loc == "" || err != nil:
+				return connection.Identity{}, redirectRefused(serverURL, "an unreadable address")
+			case origin(next) != origin(start):
+				return connection.Identity{}, redirectRefused(serverURL, describeURL(next))
+			case hop == MaxRedirects:
+				return connection.Identity{}, &connection.UpstreamError{Code: connection.CodeRedirectNotAllowed,
+					Message: fmt.Sprintf("%s redirected the check more than %d times (last to %s). Enter the address of the Mattermost server itself.", serverURL, MaxRedirects, describeURL(next))}
+			}
+			target = next
+			continue
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+1))
+		if err != nil {
+			resp.Body.Close()
+			return connection.Identity{}, classifyError(ctx, serverURL, err)
+		}
+		discard(resp)
+		ident, err := Classify(serverURL, resp.StatusCode, resp.Header, body)
+		if err != nil {
+			return connection.Identity{}, err
+		}
+		base, ok := strings.CutSuffix(target.Path, "/api/v4/users/me")
+		if !ok {
+			return connection.Identity{}, &connection.UpstreamError{Code: connection.CodeNotMattermost,
+				Message: fmt.Sprintf("%s answered from %s, which is not where Mattermost's API lives. Check the server URL.", serverURL, describeURL(target))}
+		}
+		answered := url.URL{Scheme: start.Scheme, Host: start.Host, Path: base}
+		ident.ServerURL = strings.TrimSuffix(answered.String(), "/")
+		return ident, nil
+	}
+}
+
+func (c *Client) get(ctx context.Context, target *url.URL, token string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "mmconnect")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return connection.Identity{}, classifyError(ctx, serverURL, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+1))
-	if err != nil {
-		return connection.Identity{}, classifyError(ctx, serverURL, err)
-	}
-	// Drain a little so the connection can be reused; a large rest is dropped.
+	return c.http.Do(req)
+}
+
+// discard reads a little of what is left, so the connection can be reused,
+// and closes the body; a large rest is dropped with the connection.
+func discard(resp *http.Response) {
 	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
-	ident, err := Classify(serverURL, resp.StatusCode, resp.Header, body)
-	if err != nil {
-		return connection.Identity{}, err
+	resp.Body.Close()
+}
+
+func isRedirect(status int) bool {
+	switch status {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return true
 	}
-	ident.ServerURL = serverURL
-	return ident, nil
+	return false
+}
+
+// origin is scheme://host:port with the default port made explicit.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "http": "80"}[strings.ToLower(u.Scheme)]
+	}
+	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(strings.TrimSuffix(u.Hostname(), ".")), port)
+}
+
+// describeURL shows where a redirect pointed without query or userinfo.
+func describeURL(u *url.URL) string {
+	v := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
+	return v.String()
+}
+
+func redirectRefused(server, where string) error {
+	return &connection.UpstreamError{Code: connection.CodeRedirectNotAllowed,
+		Message: fmt.Sprintf("%s redirected the check to %s, another server. Enter the address of the Mattermost server itself (the address in your browser when you use Mattermost).", server, where)}
 }
 
 // classifyError names a failure to get a complete answer.
@@ -139,6 +223,8 @@ func classifyError(ctx context.Context, server string, err error) error {
 	var recordErr tls.RecordHeaderError
 	var tlsAlert tls.AlertError
 	switch {
+	case isRefused(err):
+		return up(connection.CodeHostNotAllowed, "%s is on a private or reserved network that this service may not call. If your Mattermost server really is on a private network, ask the operator of this service to allow it (MMCONNECT_ALLOWED_NETWORKS).")
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
 		return up(connection.CodeUpstreamTimeout, "%s did not answer in time. Check that the server URL is right and the server is running, then try again.")
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
@@ -153,7 +239,7 @@ func classifyError(ctx context.Context, server string, err error) error {
 		return up(connection.CodeUpstreamTLS, "The TLS certificate of %s is expired or otherwise invalid. Ask the server's administrator to renew it.")
 	case errors.As(err, &certErr):
 		return up(connection.CodeUpstreamTLS, "The TLS certificate of %s could not be verified. Ask the server's administrator to check it.")
-	case errors.As(err, &recordErr):
+	case errors.As(err, &recordErr), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return up(connection.CodeUpstreamTLS, "%s does not speak HTTPS on that port (it answered in plain HTTP). Check the server URL and its port.")
 	case errors.As(err, &tlsAlert):
 		return up(connection.CodeUpstreamTLS, "The secure (TLS) connection to %s failed. Check the server URL and its port.")
