@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestRoutingBeforeAuth(t *testing.T) {
@@ -465,5 +466,59 @@ func TestCredentialsAndRevoke(t *testing.T) {
 	expectProblem(t, h.do("DELETE", "/connections/conn_unknown", nil), 404, "not_found")
 	if bytes.Contains(h.dataDirBytes(), []byte(tokenA)) {
 		t.Fatal("the token is in the data dir")
+	}
+}
+
+// The upstream check's outcomes reach the client with their status and
+// code, and POST /verify records them in last_error.
+func TestUpstreamOutcomesThroughTheAPI(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct {
+		url    string
+		status int
+		code   string
+	}{
+		{"https://169.254.169.254", 422, "host_not_allowed"},
+		{"https://10.0.0.1:8065", 422, "host_not_allowed"},
+		{"[::1]", 422, "host_not_allowed"},
+		{"0x7f.1", 422, "validation_failed"},
+	} {
+		before := h.mm.Requests()
+		expectProblem(t, h.do("POST", "/connections", map[string]any{"server_url": tc.url, "token": tokenA}), tc.status, tc.code)
+		if h.mm.Requests() != before {
+			t.Errorf("%s reached an upstream", tc.url)
+		}
+	}
+
+	// A server under a subpath: the user types the host, the connection
+	// stores where the API answered.
+	h.mm.ServeUnder("/mattermost")
+	res := h.do("POST", "/connections", map[string]any{"server_url": h.mm.URL, "token": tokenA})
+	c := res.json(t)
+	if res.Status != 201 || c["server_url"] != h.mm.URL+"/mattermost" {
+		t.Fatalf("subpath connect = %d %v, want server_url %s/mattermost", res.Status, c["server_url"], h.mm.URL)
+	}
+	id := c["id"].(string)
+	// Typing the subpath reaches the same connection.
+	res = h.do("POST", "/connections", map[string]any{"server_url": h.mm.URL + "/mattermost/", "token": tokenA})
+	if res.Status != 200 || res.json(t)["id"] != id {
+		t.Fatalf("subpath reconnect = %d %s", res.Status, res.Body)
+	}
+	if cred := h.do("GET", "/connections/"+id+"/credentials", nil).json(t); cred["server_url"] != h.mm.URL+"/mattermost" {
+		t.Fatalf("credentials server_url = %v", cred["server_url"])
+	}
+
+	// A server that stops answering in time: 504 on connect, recorded on verify.
+	h.mm.Override(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	})
+	expectProblem(t, h.do("POST", "/connections", map[string]any{"server_url": h.mm.URL, "token": tokenB}), 504, "upstream_timeout")
+	v := h.do("POST", "/connections/"+id+"/verify", nil).json(t)
+	le, _ := v["last_error"].(map[string]any)
+	if v["status"] != "active" || le == nil || le["code"] != "upstream_timeout" || !strings.Contains(le["message"].(string), "127.0.0.1") {
+		t.Fatalf("verify against a silent server = %v", v)
 	}
 }

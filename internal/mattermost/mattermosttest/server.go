@@ -72,7 +72,13 @@ type Server struct {
 	requests atomic.Int64
 	// Override, when set, answers every request instead (failure modes).
 	override atomic.Pointer[http.HandlerFunc]
+	subpath  atomic.Pointer[string]
 }
+
+// ServeUnder makes the server live under a subpath, as Mattermost with
+// SiteURL https://host/<subpath> does: the API is at <subpath>/api/v4 and
+// the root API redirects there.
+func (s *Server) ServeUnder(subpath string) { s.subpath.Store(&subpath) }
 
 // NewServer starts a TLS fake; it is closed when the test ends.
 func NewServer(t testing.TB) *Server {
@@ -125,7 +131,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		(*h)(w, r)
 		return
 	}
-	if r.URL.Path != "/api/v4/users/me" {
+	prefix := ""
+	if p := s.subpath.Load(); p != nil {
+		prefix = *p
+	}
+	if prefix != "" && strings.HasPrefix(r.URL.Path, "/api/v4/") {
+		w.Header().Set("Location", prefix+r.URL.Path)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusFound)
+		fmt.Fprintf(w, "<a href=\"%s\">Found</a>.\n\n", prefix+r.URL.Path)
+		return
+	}
+	if r.URL.Path != prefix+"/api/v4/users/me" {
 		http.NotFound(w, r)
 		return
 	}
