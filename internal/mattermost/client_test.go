@@ -448,3 +448,18 @@ func FuzzClassify(f *testing.F) {
 		}
 	})
 }
+
+// A proxy from the environment is never used: the check connects to the
+// server the user named, through the guard.
+func TestVerifyIgnoresProxyEnvironment(t *testing.T) {
+	t.Setenv("HTTPS_PROXY", "http://10.0.0.1:3128")
+	t.Setenv("HTTP_PROXY", "http://10.0.0.1:3128")
+	u := newUpstream(t, 2*time.Second)
+	u.serve(t, mattermostHandler(""))
+	if _, err := u.client.Verify(context.Background(), "https://"+mmHost, validToken); err != nil {
+		t.Fatalf("Verify with a proxy in the environment: %v", err)
+	}
+	if d := u.net.dials(); len(d) != 1 || d[0] != publicIP+":443" {
+		t.Fatalf("dialled %v, want only the server", d)
+	}
+}
