@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/session"
 	"github.com/mmconnect/mmconnect/internal/store/storetest"
 )
 
@@ -28,6 +29,10 @@ func openTestSQLite(t *testing.T) *Store {
 
 func TestSQLiteContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) connection.Store { return openTestSQLite(t) })
+}
+
+func TestSQLiteSessionContract(t *testing.T) {
+	storetest.RunSessions(t, func(t *testing.T) session.Store { return openTestSQLite(t) })
 }
 
 func TestSQLiteReopenKeepsRowsAndSchema(t *testing.T) {

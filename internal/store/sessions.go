@@ -1,0 +1,62 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/mmconnect/mmconnect/internal/session"
+)
+
+var _ session.Store = (*Store)(nil)
+
+type sessionRow struct {
+	ID        string `gorm:"primaryKey"`
+	TokenHash string
+	EndUserID string
+	CreatedAt int64 `gorm:"autoCreateTime:false"`
+	ExpiresAt int64
+}
+
+func (sessionRow) TableName() string { return "connect_sessions" }
+
+// CreateSession implements session.Store.
+func (s *Store) CreateSession(ctx context.Context, sess session.Session) error {
+	row := sessionRow{ID: sess.ID, TokenHash: sess.TokenHash, EndUserID: sess.EndUserID,
+		CreatedAt: micros(sess.CreatedAt), ExpiresAt: micros(sess.ExpiresAt)}
+	return s.wrap("create session", s.db.WithContext(ctx).Create(&row).Error)
+}
+
+// SessionByTokenHash implements session.Store.
+func (s *Store) SessionByTokenHash(ctx context.Context, hash string) (session.Session, error) {
+	var row sessionRow
+	err := s.db.WithContext(ctx).Where("token_hash = ?", hash).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return session.Session{}, session.ErrNotFound
+	}
+	if err != nil {
+		return session.Session{}, s.wrap("get session", err)
+	}
+	return session.Session{ID: row.ID, TokenHash: row.TokenHash, EndUserID: row.EndUserID,
+		CreatedAt: time.UnixMicro(row.CreatedAt).UTC(), ExpiresAt: time.UnixMicro(row.ExpiresAt).UTC()}, nil
+}
+
+// DeleteSession implements session.Store.
+func (s *Store) DeleteSession(ctx context.Context, id string) error {
+	res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&sessionRow{})
+	if res.Error != nil {
+		return s.wrap("delete session", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("delete session %s: %w", id, session.ErrNotFound)
+	}
+	return nil
+}
+
+// DeleteSessionsExpiredBefore implements session.Store.
+func (s *Store) DeleteSessionsExpiredBefore(ctx context.Context, t time.Time) error {
+	return s.wrap("delete expired sessions", s.db.WithContext(ctx).Where("expires_at < ?", micros(t)).Delete(&sessionRow{}).Error)
+}
