@@ -95,11 +95,43 @@ func toConnectionResponse(c connection.Connection) connectionResponse {
 
 func connectionLocation(id string) string { return "/connections/" + url.PathEscape(id) }
 
+// endUserFor applies a connect session's limit: its own end user, never
+// another. The app's backend may name any end user, or none.
+func endUserFor(c echo.Context, requested *string) (*string, error) {
+	sess := sessionOf(c)
+	if sess == nil {
+		return requested, nil
+	}
+	if requested != nil && *requested != sess.EndUserID {
+		return nil, errForbidden("A connect session acts only for its own end user; leave end_user_id out or use the session's.")
+	}
+	end := sess.EndUserID
+	return &end, nil
+}
+
+// visibleConnection loads a connection the caller may see: a connect
+// session sees only its end user's, others are as if absent.
+func (s *Server) visibleConnection(c echo.Context) (connection.Connection, error) {
+	conn, err := s.deps.Connections.Get(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return connection.Connection{}, err
+	}
+	if sess := sessionOf(c); sess != nil && (conn.EndUserID == nil || *conn.EndUserID != sess.EndUserID) {
+		return connection.Connection{}, connection.ErrNotFound
+	}
+	return conn, nil
+}
+
 func (s *Server) createConnection(c echo.Context) error {
 	var req createConnectionRequest
 	if err := s.bindJSON(c, &req); err != nil {
 		return err
 	}
+	endUser, err := endUserFor(c, req.EndUserID)
+	if err != nil {
+		return err
+	}
+	req.EndUserID = endUser
 	conn, created, err := s.deps.Connections.Connect(c.Request().Context(), connection.ConnectInput{
 		ServerURL: req.ServerURL, Token: req.Token, EndUserID: req.EndUserID,
 	})
@@ -115,7 +147,7 @@ func (s *Server) createConnection(c echo.Context) error {
 }
 
 func (s *Server) getConnection(c echo.Context) error {
-	conn, err := s.deps.Connections.Get(c.Request().Context(), c.Param("id"))
+	conn, err := s.visibleConnection(c)
 	if err != nil {
 		return err
 	}
@@ -167,6 +199,9 @@ func (s *Server) listConnections(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if q.EndUserID, err = endUserFor(c, q.EndUserID); err != nil {
+		return err
+	}
 	page, err := s.deps.Connections.List(c.Request().Context(), q)
 	if err != nil {
 		return err
@@ -182,6 +217,9 @@ func (s *Server) listConnections(c echo.Context) error {
 }
 
 func (s *Server) verifyConnection(c echo.Context) error {
+	if _, err := s.visibleConnection(c); err != nil {
+		return err
+	}
 	conn, err := s.deps.Connections.Verify(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return err
@@ -200,6 +238,9 @@ func (s *Server) getCredentials(c echo.Context) error {
 }
 
 func (s *Server) deleteConnection(c echo.Context) error {
+	if _, err := s.visibleConnection(c); err != nil {
+		return err
+	}
 	if _, err := s.deps.Connections.Revoke(c.Request().Context(), c.Param("id")); err != nil {
 		return err
 	}

@@ -28,11 +28,18 @@ import (
 	"github.com/mmconnect/mmconnect/internal/mattermost"
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
 	"github.com/mmconnect/mmconnect/internal/secret"
+	"github.com/mmconnect/mmconnect/internal/session"
 	"github.com/mmconnect/mmconnect/internal/store"
 )
 
 // contract is openapi.yaml, loaded and validated once for all tests.
 var contract = sync.OnceValues(func() (*openapi3.T, error) {
+	for _, ct := range []string{"text/html", "text/css", "text/javascript"} {
+		openapi3filter.RegisterBodyDecoder(ct, func(r io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+			b, err := io.ReadAll(r)
+			return string(b), err
+		})
+	}
 	doc, err := openapi3.NewLoader().LoadFromData(mmconnect.OpenAPI())
 	if err != nil {
 		return nil, err
@@ -43,15 +50,16 @@ var contract = sync.OnceValues(func() (*openapi3.T, error) {
 // harness is the real router wired to a real SQLite store, real sealing and
 // the real Mattermost client, talking to a fake Mattermost over TLS.
 type harness struct {
-	t       *testing.T
-	handler http.Handler
-	mm      *mattermosttest.Server
-	key     string
-	logs    *logtest.Buffer
-	dataDir string
-	router  routers.Router
-	now     time.Time
-	clockMu sync.Mutex
+	t        *testing.T
+	handler  http.Handler
+	mm       *mattermosttest.Server
+	key      string
+	logs     *logtest.Buffer
+	dataDir  string
+	router   routers.Router
+	sessions *session.Service
+	now      time.Time
+	clockMu  sync.Mutex
 	// secrets are strings that must never appear in a log line.
 	secrets []string
 }
@@ -92,7 +100,10 @@ func newHarness(t *testing.T) *harness {
 	verifier := mattermost.New(mattermost.Options{Timeout: 2 * time.Second, RootCAs: pool,
 		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	svc := connection.NewService(st, verifier, sealer, connection.WithClock(h.clock))
-	h.handler = api.NewServer(api.Deps{Connections: svc, APIKeys: secret.NewKeySet([]string{h.key}), Logger: log, OpenAPI: mmconnect.OpenAPI()})
+	h.sessions = session.NewService(st, 30*time.Minute, h.clock)
+	h.handler = api.NewServer(api.Deps{Connections: svc, Sessions: h.sessions, APIKeys: secret.NewKeySet([]string{h.key}),
+		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: "https://connect.example.com",
+		AllowedOrigins: []string{"https://app.example.com"}})
 
 	doc, err := contract()
 	if err != nil {
@@ -112,6 +123,13 @@ func (h *harness) clock() time.Time {
 	defer h.clockMu.Unlock()
 	h.now = h.now.Add(time.Millisecond)
 	return h.now
+}
+
+// advance moves the clock on, e.g. past a session's expiry.
+func (h *harness) advance(d time.Duration) {
+	h.clockMu.Lock()
+	defer h.clockMu.Unlock()
+	h.now = h.now.Add(d)
 }
 
 func (h *harness) assertNoSecretsLogged() {
@@ -179,6 +197,9 @@ func (h *harness) checkContract(req *http.Request, body []byte, res response) {
 	h.t.Helper()
 	if res.Header.Get("X-Request-Id") == "" {
 		h.t.Errorf("%s %s: no X-Request-Id", req.Method, req.URL)
+	}
+	if req.Method == http.MethodOptions && res.Status == http.StatusNoContent {
+		return // a CORS preflight: the CORS protocol, not the API contract
 	}
 	ctx := context.Background()
 	vreq := req.Clone(ctx)

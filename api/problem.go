@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/session"
 )
 
 // Problem is an RFC 9457 problem details object with mmconnect's stable
@@ -86,6 +87,8 @@ func problemFor(err error) (p Problem, retryAfter string, internal bool) {
 		if ue.RetryAfter > 0 {
 			retryAfter = strconv.Itoa(int((ue.RetryAfter + 999_999_999) / 1_000_000_000))
 		}
+	case errors.Is(err, session.ErrNotFound):
+		res = ok(http.StatusNotFound, "not_found", "No connect session has this id.")
 	case errors.Is(err, connection.ErrNotFound):
 		res = ok(http.StatusNotFound, "not_found", "No connection has this id.")
 	case errors.Is(err, connection.ErrRevoked):

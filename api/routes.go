@@ -9,11 +9,21 @@ func (s *Server) routes() {
 	e.GET("/readyz", s.readyz)
 	e.GET("/openapi.yaml", s.openapi)
 
-	key := s.requireAPIKey
-	e.POST("/connections", s.createConnection, key)
-	e.GET("/connections", s.listConnections, key)
-	e.GET("/connections/:id", s.getConnection, key)
-	e.DELETE("/connections/:id", s.deleteConnection, key)
-	e.POST("/connections/:id/verify", s.verifyConnection, key)
-	e.GET("/connections/:id/credentials", s.getCredentials, key)
+	// The app's backend (API key) or an end user's browser (connect session,
+	// limited to that end user's connections).
+	e.POST("/connections", s.createConnection, s.appOrSession)
+	e.GET("/connections", s.listConnections, s.appOrSession)
+	e.GET("/connections/:id", s.getConnection, s.appOrSession)
+	e.DELETE("/connections/:id", s.deleteConnection, s.appOrSession)
+	e.POST("/connections/:id/verify", s.verifyConnection, s.appOrSession)
+
+	// The app's backend only.
+	e.GET("/connections/:id/credentials", s.getCredentials, s.appOnly)
+	e.POST("/connect/sessions", s.createSession, s.appOnly)
+	e.DELETE("/connect/sessions/:id", s.deleteSession, s.appOnly)
+
+	// The Connect page and what it asks about its session.
+	e.GET("/connect/session", s.getSession, s.sessionOnly)
+	e.GET("/connect", s.connectPage)
+	e.GET("/connect/assets/:file", s.connectAsset)
 }

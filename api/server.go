@@ -22,6 +22,7 @@ import (
 
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/secret"
+	"github.com/mmconnect/mmconnect/internal/session"
 )
 
 // Connections is what the API needs from the domain.
@@ -35,13 +36,28 @@ type Connections interface {
 	Ready(ctx context.Context) error
 }
 
+// Sessions is what the API needs of connect sessions.
+type Sessions interface {
+	Open(ctx context.Context, endUserID string) (session.Session, string, error)
+	Authenticate(ctx context.Context, token string) (session.Session, error)
+	End(ctx context.Context, id string) error
+}
+
 // Deps are everything the HTTP API is built from.
 type Deps struct {
 	Connections Connections
+	Sessions    Sessions
 	APIKeys     *secret.KeySet
 	Logger      *slog.Logger
 	// OpenAPI is the contract, served at /openapi.yaml.
 	OpenAPI []byte
+	// PublicURL is where browsers reach this service (connect_url).
+	PublicURL string
+	// AllowedOrigins may embed the Connect page, get its messages and call
+	// the API from a browser (CORS).
+	AllowedOrigins []string
+	// AllowHTTP tells the Connect page whether http:// server URLs pass.
+	AllowHTTP bool
 }
 
 // MaxBodyBytes bounds a request body.
@@ -68,6 +84,18 @@ func NewServer(deps Deps) *Server {
 			return fmt.Errorf("panic: %w\n%s", err, stack)
 		},
 	}))
+	if len(deps.AllowedOrigins) > 0 {
+		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
+			// Only routes that exist get CORS; an unknown path stays a 404.
+			Skipper:          func(c echo.Context) bool { return c.Path() == "" || c.Path() == "/*" },
+			AllowOrigins:     deps.AllowedOrigins,
+			AllowMethods:     []string{http.MethodGet, http.MethodPost, http.MethodDelete},
+			AllowHeaders:     []string{echo.HeaderAuthorization, echo.HeaderContentType},
+			ExposeHeaders:    []string{echo.HeaderXRequestID, echo.HeaderLocation, "Retry-After"},
+			AllowCredentials: false,
+			MaxAge:           600,
+		}))
+	}
 	s.routes()
 	return s
 }
@@ -119,18 +147,6 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			"duration_ms", float64(time.Since(start).Microseconds())/1000,
 		)
 		return nil
-	}
-}
-
-// requireAPIKey admits requests bearing one of the API keys.
-func (s *Server) requireAPIKey(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		key, ok := bearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
-		if !ok || !s.deps.APIKeys.Match(key) {
-			return &requestError{http.StatusUnauthorized, "unauthorized", "Send a valid API key as Authorization: Bearer <key>."}
-		}
-		c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
-		return next(c)
 	}
 }
 

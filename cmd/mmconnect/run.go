@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/mmconnect/mmconnect"
@@ -17,6 +18,7 @@ import (
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/mattermost"
 	"github.com/mmconnect/mmconnect/internal/secret"
+	"github.com/mmconnect/mmconnect/internal/session"
 	"github.com/mmconnect/mmconnect/internal/store"
 )
 
@@ -91,17 +93,28 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		}
 	}
 	svc := connection.NewService(st, mattermost.New(opts), sealer, connection.WithAllowHTTP(cfg.AllowHTTP))
-	handler := api.NewServer(api.Deps{
-		Connections: svc,
-		APIKeys:     secret.NewKeySet(apiKeys),
-		Logger:      log,
-		OpenAPI:     mmconnect.OpenAPI(),
-	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	if cfg.PublicURLDefaulted {
+		cfg.PublicURL = "http://localhost:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	}
+	if cfg.PublicURLInClear() {
+		log.Warn("MMCONNECT_PUBLIC_URL is plain http:// to another host: personal access tokens typed into the Connect page would cross the network in clear; use https://",
+			"public_url", cfg.PublicURL)
+	}
+	handler := api.NewServer(api.Deps{
+		Connections:    svc,
+		Sessions:       session.NewService(st, cfg.SessionTTL, nil),
+		APIKeys:        secret.NewKeySet(apiKeys),
+		Logger:         log,
+		OpenAPI:        mmconnect.OpenAPI(),
+		PublicURL:      cfg.PublicURL,
+		AllowedOrigins: cfg.AllowedOrigins,
+		AllowHTTP:      cfg.AllowHTTP,
+	})
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -114,7 +127,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String())
+	log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL)
 
 	select {
 	case err := <-serveErr:

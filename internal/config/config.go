@@ -38,6 +38,15 @@ type Config struct {
 	EncryptionKey     []byte
 	EncryptionKeyFile string
 
+	// PublicURL is where browsers reach mmconnect; PublicURLDefaulted says
+	// it was derived from Addr (its port is filled in once listening).
+	PublicURL          string
+	PublicURLDefaulted bool
+	// AllowedOrigins may embed the Connect page, receive its messages and
+	// call the API from a browser.
+	AllowedOrigins []string
+	SessionTTL     time.Duration
+
 	AllowHTTP bool
 	// AllowedNetworks may be called although they are private or reserved
 	// (self-hosted Mattermost servers on an internal network).
@@ -125,6 +134,31 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.AllowHTTP = b
 	}
+	if v := get("MMCONNECT_PUBLIC_URL", ""); v != "" {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return Config{}, &Error{"MMCONNECT_PUBLIC_URL", fmt.Sprintf("%q is not an http(s) URL like https://connect.example.com", v)}
+		}
+		c.PublicURL = strings.TrimSuffix(u.String(), "/")
+	} else {
+		_, port, _ := net.SplitHostPort(c.Addr)
+		c.PublicURL = "http://localhost:" + port
+		c.PublicURLDefaulted = true
+	}
+	if v := get("MMCONNECT_ALLOWED_ORIGINS", ""); v != "" {
+		for _, part := range strings.Split(v, ",") {
+			o, err := ParseOrigin(strings.TrimSpace(part))
+			if err != nil {
+				return Config{}, &Error{"MMCONNECT_ALLOWED_ORIGINS", err.Error()}
+			}
+			c.AllowedOrigins = append(c.AllowedOrigins, o)
+		}
+	}
+	ttl, err := time.ParseDuration(get("MMCONNECT_SESSION_TTL", "30m"))
+	if err != nil || ttl < time.Minute || ttl > 24*time.Hour {
+		return Config{}, &Error{"MMCONNECT_SESSION_TTL", "must be a duration from 1m to 24h, e.g. 30m"}
+	}
+	c.SessionTTL = ttl
 	if v := get("MMCONNECT_ALLOWED_NETWORKS", ""); v != "" {
 		for _, part := range strings.Split(v, ",") {
 			p, err := netip.ParsePrefix(strings.TrimSpace(part))
@@ -148,6 +182,47 @@ func Load(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
+// ParseOrigin checks a web origin (scheme://host[:port], nothing else) and
+// returns it normalised: lower case, no default port.
+func ParseOrigin(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", fmt.Errorf("%q is not an origin like https://app.example.com (scheme, host and optional port only)", s)
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("%q has an invalid port", s)
+		}
+		host += ":" + port
+	}
+	return strings.ToLower(u.Scheme) + "://" + host, nil
+}
+
+// PublicURLInClear reports whether browsers would send tokens over plain
+// HTTP to a host that is not this machine.
+func (c Config) PublicURLInClear() bool {
+	u, err := url.Parse(c.PublicURL)
+	if err != nil || u.Scheme != "http" {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return false
+	}
+	if ip, err := netip.ParseAddr(h); err == nil && ip.IsLoopback() {
+		return false
+	}
+	return true
+}
+
 // LogValue shows the configuration with every secret masked: the number of
 // API keys and where key files live, never a key.
 func (c Config) LogValue() slog.Value {
@@ -165,6 +240,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("database", maskURL(c.DatabaseURL)),
 		slog.String("api_keys", apiKeys),
 		slog.String("encryption_key", enc),
+		slog.String("public_url", c.PublicURL),
+		slog.Any("allowed_origins", c.AllowedOrigins),
+		slog.Duration("session_ttl", c.SessionTTL),
 		slog.Bool("allow_http", c.AllowHTTP),
 		slog.Any("allowed_networks", c.AllowedNetworks),
 		slog.String("upstream_ca_file", c.UpstreamCAFile),

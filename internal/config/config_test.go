@@ -23,7 +23,8 @@ func TestLoadDefaults(t *testing.T) {
 	abs, _ := filepath.Abs("./data")
 	if c.Addr != ":8080" || c.DataDir != abs || c.SQLitePath != filepath.Join(abs, "mmconnect.db") ||
 		c.APIKeyFile != filepath.Join(abs, "api-key") || c.EncryptionKeyFile != filepath.Join(abs, "encryption-key") ||
-		c.AllowHTTP || c.UpstreamTimeout != 10*time.Second {
+		c.AllowHTTP || c.UpstreamTimeout != 10*time.Second || c.PublicURL != "http://localhost:8080" || !c.PublicURLDefaulted ||
+		c.AllowedOrigins != nil || c.SessionTTL != 30*time.Minute {
 		t.Fatalf("defaults = %+v", c)
 	}
 }
@@ -38,13 +39,18 @@ func TestLoadValues(t *testing.T) {
 		"MMCONNECT_ALLOW_HTTP":       "true",
 		"MMCONNECT_UPSTREAM_TIMEOUT": "3s",
 		"MMCONNECT_ALLOWED_NETWORKS": "10.1.2.3/8, fd00::/8",
+		"MMCONNECT_PUBLIC_URL":       "https://connect.example.com/",
+		"MMCONNECT_ALLOWED_ORIGINS":  "https://App.Example.com:443, http://localhost:3000",
+		"MMCONNECT_SESSION_TTL":      "10m",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.SQLitePath != "/tmp/x/mm.db" || len(c.APIKeys) != 2 || c.APIKeys[1] != key+"2" || c.APIKeyFile != "" ||
 		len(c.EncryptionKey) != 32 || c.EncryptionKeyFile != "" || !c.AllowHTTP || c.UpstreamTimeout != 3*time.Second ||
-		fmt.Sprint(c.AllowedNetworks) != "[10.0.0.0/8 fd00::/8]" {
+		fmt.Sprint(c.AllowedNetworks) != "[10.0.0.0/8 fd00::/8]" || c.PublicURL != "https://connect.example.com" ||
+		c.PublicURLDefaulted || fmt.Sprint(c.AllowedOrigins) != "[https://app.example.com http://localhost:3000]" ||
+		c.SessionTTL != 10*time.Minute {
 		t.Fatalf("loaded = %+v", c)
 	}
 	var buf bytes.Buffer
@@ -69,6 +75,15 @@ func TestLoadRejects(t *testing.T) {
 		{"MMCONNECT_ALLOW_HTTP", "sometimes"},
 		{"MMCONNECT_UPSTREAM_CA_FILE", "/nonexistent/ca.pem"},
 		{"MMCONNECT_ALLOWED_NETWORKS", "10.0.0.0"},
+		{"MMCONNECT_PUBLIC_URL", "connect.example.com"},
+		{"MMCONNECT_PUBLIC_URL", "ftp://connect.example.com"},
+		{"MMCONNECT_PUBLIC_URL", "https://connect.example.com/?x=1"},
+		{"MMCONNECT_ALLOWED_ORIGINS", "https://app.example.com/path"},
+		{"MMCONNECT_ALLOWED_ORIGINS", "app.example.com"},
+		{"MMCONNECT_ALLOWED_ORIGINS", "*"},
+		{"MMCONNECT_ALLOWED_ORIGINS", "https://a.example.com,https://user@b.example.com"},
+		{"MMCONNECT_SESSION_TTL", "forever"},
+		{"MMCONNECT_SESSION_TTL", "48h"},
 		{"MMCONNECT_ALLOWED_NETWORKS", "10.0.0.0/8,banana"},
 		{"MMCONNECT_UPSTREAM_TIMEOUT", "ten seconds"},
 		{"MMCONNECT_UPSTREAM_TIMEOUT", "1ns"},
@@ -84,6 +99,21 @@ func TestLoadRejects(t *testing.T) {
 		}
 		if tc.name == "MMCONNECT_API_KEYS" && strings.Contains(err.Error(), tc.value) {
 			t.Errorf("error repeats the key: %q", err)
+		}
+	}
+}
+
+func TestPublicURLInClear(t *testing.T) {
+	for u, want := range map[string]bool{
+		"http://localhost:8080":       false,
+		"http://127.0.0.1:8080":       false,
+		"http://[::1]:8080":           false,
+		"https://connect.example.com": false,
+		"http://connect.example.com":  true,
+		"http://10.0.0.5:8080":        true,
+	} {
+		if got := (Config{PublicURL: u}).PublicURLInClear(); got != want {
+			t.Errorf("PublicURLInClear(%s) = %v, want %v", u, got, want)
 		}
 	}
 }
