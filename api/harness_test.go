@@ -58,8 +58,11 @@ type harness struct {
 	dataDir  string
 	router   routers.Router
 	sessions *session.Service
-	now      time.Time
-	clockMu  sync.Mutex
+	// publicURL is what the API was told; lastConnectURL the newest session's page.
+	publicURL      string
+	lastConnectURL string
+	now            time.Time
+	clockMu        sync.Mutex
 	// secrets are strings that must never appear in a log line.
 	secrets []string
 }
@@ -73,9 +76,20 @@ const (
 	unknownT = "q1w2e3r4t5y6u7i8o9p0asdfgh"
 )
 
+// harnessOptions change what the API is told about where it lives.
+type harnessOptions struct {
+	publicURL string
+	origins   []string
+}
+
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &logtest.Buffer{}, key: secret.NewAPIKey(), dataDir: t.TempDir(),
+	return newHarnessWith(t, harnessOptions{publicURL: "https://connect.example.com", origins: []string{"https://app.example.com"}})
+}
+
+func newHarnessWith(t *testing.T, opts harnessOptions) *harness {
+	t.Helper()
+	h := &harness{t: t, publicURL: opts.publicURL, logs: &logtest.Buffer{}, key: secret.NewAPIKey(), dataDir: t.TempDir(),
 		now: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)}
 	h.mm = mattermosttest.NewServer(t)
 	h.mm.AddToken(tokenA, mattermosttest.User{ID: userA, Username: "alice", Email: "alice@example.com"})
@@ -102,8 +116,7 @@ func newHarness(t *testing.T) *harness {
 	svc := connection.NewService(st, verifier, sealer, connection.WithClock(h.clock))
 	h.sessions = session.NewService(st, 30*time.Minute, h.clock)
 	h.handler = api.NewServer(api.Deps{Connections: svc, Sessions: h.sessions, APIKeys: secret.NewKeySet([]string{h.key}),
-		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: "https://connect.example.com",
-		AllowedOrigins: []string{"https://app.example.com"}})
+		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: opts.publicURL, AllowedOrigins: opts.origins})
 
 	doc, err := contract()
 	if err != nil {

@@ -18,9 +18,10 @@ func (h *harness) openSession(endUser string) (id, token string) {
 	s := res.json(h.t)
 	token = s["token"].(string)
 	h.secrets = append(h.secrets, token)
-	if s["connect_url"] != "https://connect.example.com/connect#session="+token {
+	if s["connect_url"] != h.publicURL+"/connect#session="+token {
 		h.t.Fatalf("connect_url = %v", s["connect_url"])
 	}
+	h.lastConnectURL = s["connect_url"].(string)
 	return s["id"].(string), token
 }
 
