@@ -274,3 +274,36 @@ func TestVersionAndHealthcheck(t *testing.T) {
 		t.Fatal("healthcheck passed with the server stopped")
 	}
 }
+
+func TestConnectSessionThroughRun(t *testing.T) {
+	mm := mattermosttest.NewServer(t)
+	in := start(t, newEnv(t, mm))
+	status, s, _ := in.call("POST", "/connect/sessions", map[string]any{"end_user_id": "u9"})
+	if status != 201 {
+		t.Fatalf("open session = %d %v", status, s)
+	}
+	port := in.base[strings.LastIndex(in.base, ":")+1:]
+	if want := "http://localhost:" + port + "/connect#session=" + s["token"].(string); s["connect_url"] != want {
+		t.Fatalf("connect_url = %v, want %s (the default public URL on the bound port)", s["connect_url"], want)
+	}
+	req, _ := http.NewRequest("GET", in.base+"/connect/session", nil)
+	req.Header.Set("Authorization", "Bearer "+s["token"].(string))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /connect/session = %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if strings.Contains(in.logs.String(), s["token"].(string)) {
+		t.Fatal("the session token is in the logs")
+	}
+}
+
+func TestClearTextPublicURLWarns(t *testing.T) {
+	mm := mattermosttest.NewServer(t)
+	env := newEnv(t, mm)
+	env["MMCONNECT_PUBLIC_URL"] = "http://connect.example.com"
+	in := start(t, env)
+	if !strings.Contains(in.logs.String(), `"level":"WARN","msg":"MMCONNECT_PUBLIC_URL is plain http://`) {
+		t.Fatalf("no warning for a clear-text public URL:\n%s", in.logs.String())
+	}
+}
