@@ -281,6 +281,11 @@ func TestBrowserShowsRejectedTokenAtTheField(t *testing.T) {
 	if msg := b.waitMessage("mmconnect:error"); msg["code"] != "token_rejected" {
 		b.fail("error message = %v", msg)
 	}
+	if disabled := attr(b, frame, "#connect", "disabled"); disabled != "" {
+		b.fail("Connect stays disabled after the answer")
+	}
+	do(b, frame, "press Cancel", chromedp.Click(chromedp.CSS("#cancel")))
+	b.waitMessage("mmconnect:closed")
 }
 
 func TestBrowserFlagsMalformedServerURLWithoutARequest(t *testing.T) {
