@@ -25,6 +25,8 @@ func (sessionRow) TableName() string { return "connect_sessions" }
 
 // CreateSession implements session.Store.
 func (s *Store) CreateSession(ctx context.Context, sess session.Session) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	row := sessionRow{ID: sess.ID, TokenHash: sess.TokenHash, EndUserID: sess.EndUserID,
 		CreatedAt: micros(sess.CreatedAt), ExpiresAt: micros(sess.ExpiresAt)}
 	return s.wrap("create session", s.db.WithContext(ctx).Create(&row).Error)
@@ -32,6 +34,8 @@ func (s *Store) CreateSession(ctx context.Context, sess session.Session) error {
 
 // SessionByTokenHash implements session.Store.
 func (s *Store) SessionByTokenHash(ctx context.Context, hash string) (session.Session, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var row sessionRow
 	err := s.db.WithContext(ctx).Where("token_hash = ?", hash).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -46,6 +50,8 @@ func (s *Store) SessionByTokenHash(ctx context.Context, hash string) (session.Se
 
 // DeleteSession implements session.Store.
 func (s *Store) DeleteSession(ctx context.Context, id string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&sessionRow{})
 	if res.Error != nil {
 		return s.wrap("delete session", res.Error)
@@ -58,5 +64,7 @@ func (s *Store) DeleteSession(ctx context.Context, id string) error {
 
 // DeleteSessionsExpiredBefore implements session.Store.
 func (s *Store) DeleteSessionsExpiredBefore(ctx context.Context, t time.Time) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return s.wrap("delete expired sessions", s.db.WithContext(ctx).Where("expires_at < ?", micros(t)).Delete(&sessionRow{}).Error)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/mattn/go-sqlite3"
 	"github.com/pressly/goose/v3"
@@ -44,7 +45,7 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 	// concurrent without piling up waiting writers.
 	sqlDB.SetMaxOpenConns(8)
 	sqlDB.SetMaxIdleConns(8)
-	s := &Store{db: db, sqlDB: sqlDB, dialect: "sqlite", classify: classifySQLite}
+	s := &Store{db: db, sqlDB: sqlDB, dialect: "sqlite", classify: classifySQLite, opTimeout: 15 * time.Second}
 	if err := migrate(ctx, goose.DialectSQLite3, sqlDB, nil, log); err != nil {
 		sqlDB.Close()
 		return nil, err

@@ -24,6 +24,16 @@ type Store struct {
 	sqlDB    *sql.DB
 	dialect  string
 	classify func(error) error
+	// opTimeout bounds one operation from the client side, so a database
+	// that stops answering yields ErrUnavailable rather than a hang.
+	opTimeout time.Duration
+}
+
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.opTimeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.opTimeout)
 }
 
 var _ connection.Store = (*Store)(nil)
@@ -167,12 +177,16 @@ func (s *Store) wrap(op string, err error) error {
 
 // Create implements connection.Store.
 func (s *Store) Create(ctx context.Context, c connection.Connection) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	row := toRow(c)
 	return s.wrap("create connection", s.db.WithContext(ctx).Create(&row).Error)
 }
 
 // Get implements connection.Store.
 func (s *Store) Get(ctx context.Context, id string) (connection.Connection, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var row connectionRow
 	err := s.db.WithContext(ctx).Where("id = ?", id).Take(&row).Error
 	if err != nil {
@@ -183,6 +197,8 @@ func (s *Store) Get(ctx context.Context, id string) (connection.Connection, erro
 
 // FindLive implements connection.Store.
 func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string, endUserID *string) (connection.Connection, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	q := s.db.WithContext(ctx).
 		Where("server_url = ? AND mattermost_user_id = ? AND status <> ?", serverURL, mattermostUserID, connection.StatusRevoked)
 	if endUserID == nil {
@@ -199,6 +215,8 @@ func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string
 
 // List implements connection.Store.
 func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection.Connection, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	q := s.db.WithContext(ctx).Model(&connectionRow{})
 	if f.EndUserID != nil {
 		q = q.Where("end_user_id = ?", *f.EndUserID)
@@ -226,6 +244,8 @@ func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection
 // token erased or an error cleared is written as NULL (GORM skips zero
 // values in a struct update).
 func (s *Store) Update(ctx context.Context, c connection.Connection, expect int64) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	r := toRow(c)
 	res := s.db.WithContext(ctx).Model(&connectionRow{}).
 		Where("id = ? AND generation = ? AND status <> ?", c.ID, expect, connection.StatusRevoked).
