@@ -4,6 +4,10 @@ GO        ?= go
 FUZZTIME  ?= 5s
 BIN       ?= mmconnect
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The PostgreSQL the scale-out tests use (a fresh schema per test); set it
+# empty to skip them on a machine without PostgreSQL.
+MMCONNECT_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+export MMCONNECT_TEST_POSTGRES_URL
 
 .PHONY: run build test check unit fuzz bench clean
 

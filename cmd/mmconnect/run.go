@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -52,11 +53,61 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	case "healthcheck":
 		return healthcheck(ctx, getenv)
+	case "migrate":
+		return migrateOnly(ctx, getenv, stderr)
+	case "backup":
+		if len(args) != 2 {
+			return errors.New("usage: mmconnect backup <file>")
+		}
+		return backup(ctx, getenv, args[1], stdout)
 	case "help", "-h", "--help":
-		_, err := fmt.Fprintln(stdout, "usage: mmconnect [serve|version|healthcheck]")
+		_, err := fmt.Fprintln(stdout, usage)
 		return err
 	}
-	return fmt.Errorf("unknown command %q (usage: mmconnect [serve|version|healthcheck])", cmd)
+	return fmt.Errorf("unknown command %q (%s)", cmd, usage)
+}
+
+const usage = "usage: mmconnect [serve|migrate|backup <file>|version|healthcheck]"
+
+// openStore opens the configured database and brings its schema up to date.
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store.Store, error) {
+	if cfg.PostgresURL != "" {
+		return store.OpenPostgres(ctx, cfg.PostgresURL, store.PostgresOptions{
+			MaxConns: cfg.DBMaxConns, StatementTimeout: cfg.DBStatementTimeout}, log)
+	}
+	return store.OpenSQLite(ctx, cfg.SQLitePath, log)
+}
+
+// migrateOnly applies pending migrations and exits, for deployments that
+// migrate in a release step before rolling replicas.
+func migrateOnly(ctx context.Context, getenv func(string) string, logOut io.Writer) error {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(logOut, nil))
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	log.Info("schema is up to date", "database", st.Dialect())
+	return st.Close()
+}
+
+// backup copies the SQLite database while the server may be serving.
+func backup(ctx context.Context, getenv func(string) string, dest string, stdout io.Writer) error {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	if cfg.SQLitePath == "" {
+		return errors.New("backup copies the SQLite database; back up PostgreSQL with pg_dump or your provider's snapshots")
+	}
+	if err := store.BackupSQLite(ctx, cfg.SQLitePath, dest); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "backed up %s to %s (keep the encryption key with it: the tokens cannot be opened without it)\n", cfg.SQLitePath, dest)
+	return err
 }
 
 func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) error {
@@ -75,7 +126,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	if err != nil {
 		return fmt.Errorf("encryption key: %w", err)
 	}
-	st, err := store.OpenSQLite(ctx, cfg.SQLitePath, log)
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -30,17 +30,35 @@ type instance struct {
 	cancel context.CancelFunc
 	done   chan error
 	key    string
+	env    map[string]string
 }
 
 var listeningRE = regexp.MustCompile(`"msg":"listening","addr":"([^"]+)"`)
 
 func start(t *testing.T, env map[string]string) *instance {
 	t.Helper()
+	in := launch(t, env)
+	in.waitReady()
+	return in
+}
+
+// launch calls run() in the background; waitReady waits until it serves.
+// Several replicas can be launched first and waited for after, so they
+// start at the same moment.
+func launch(t *testing.T, env map[string]string) *instance {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{t: t, logs: &logtest.Buffer{}, cancel: cancel, done: make(chan error, 1)}
+	in := &instance{t: t, logs: &logtest.Buffer{}, cancel: cancel, done: make(chan error, 1), env: env}
 	getenv := func(k string) string { return env[k] }
 	go func() { in.done <- run(ctx, nil, getenv, io.Discard, in.logs) }()
-	deadline := time.Now().Add(10 * time.Second)
+	t.Cleanup(func() { in.stop() })
+	return in
+}
+
+func (in *instance) waitReady() {
+	t := in.t
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if m := listeningRE.FindStringSubmatch(in.logs.String()); m != nil {
 			in.base = "http://" + m[1]
@@ -48,11 +66,12 @@ func start(t *testing.T, env map[string]string) *instance {
 		}
 		select {
 		case err := <-in.done:
+			in.cancel = nil
 			t.Fatalf("run exited before listening: %v\n%s", err, in.logs.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not listening after 10s:\n%s", in.logs.String())
+			t.Fatalf("not listening after 30s:\n%s", in.logs.String())
 		}
 	}
 	for {
@@ -68,13 +87,15 @@ func start(t *testing.T, env map[string]string) *instance {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	key, err := os.ReadFile(filepath.Join(env["MMCONNECT_DATA_DIR"], "api-key"))
+	if keys := in.env["MMCONNECT_API_KEYS"]; keys != "" {
+		in.key = strings.Split(keys, ",")[0]
+		return
+	}
+	key, err := os.ReadFile(filepath.Join(in.env["MMCONNECT_DATA_DIR"], "api-key"))
 	if err != nil {
 		t.Fatalf("api-key file: %v", err)
 	}
 	in.key = strings.TrimSpace(string(key))
-	t.Cleanup(func() { in.stop() })
-	return in
 }
 
 func (in *instance) stop() {

@@ -25,8 +25,14 @@ type Config struct {
 	Addr        string
 	DataDir     string
 	DatabaseURL string // as given, or the default sqlite path
-	// SQLitePath is set when the database is SQLite.
-	SQLitePath string
+	// SQLitePath is set when the database is SQLite; PostgresURL when it is
+	// PostgreSQL (the scale-out mode: several replicas on one database).
+	SQLitePath  string
+	PostgresURL string
+	// DBMaxConns and DBStatementTimeout bound what one replica asks of
+	// PostgreSQL.
+	DBMaxConns         int
+	DBStatementTimeout time.Duration
 
 	// APIKeys are the keys given in MMCONNECT_API_KEYS; empty means a key
 	// file in the data dir is used (APIKeyFile).
@@ -97,13 +103,29 @@ func Load(getenv func(string) string) (Config, error) {
 			return Config{}, &Error{"MMCONNECT_DATABASE_URL", "a sqlite URL must name an absolute file path: sqlite:///abs/path.db"}
 		}
 		c.SQLitePath = filepath.Clean(p)
+	case strings.HasPrefix(c.DatabaseURL, "postgres://") || strings.HasPrefix(c.DatabaseURL, "postgresql://"):
+		u, err := url.Parse(c.DatabaseURL)
+		if err != nil || u.Host == "" {
+			return Config{}, &Error{"MMCONNECT_DATABASE_URL", "not a valid postgres:// URL (e.g. postgres://user:pass@db:5432/mmconnect?sslmode=require)"}
+		}
+		c.PostgresURL = c.DatabaseURL
 	default:
 		scheme := c.DatabaseURL
 		if u, err := url.Parse(c.DatabaseURL); err == nil && u.Scheme != "" {
 			scheme = u.Scheme + "://"
 		}
-		return Config{}, &Error{"MMCONNECT_DATABASE_URL", fmt.Sprintf("unsupported database %q: use sqlite:///abs/path.db", scheme)}
+		return Config{}, &Error{"MMCONNECT_DATABASE_URL", fmt.Sprintf("unsupported database %q: use sqlite:///abs/path.db or postgres://…", scheme)}
 	}
+	n, err := strconv.Atoi(get("MMCONNECT_DB_MAX_CONNS", "10"))
+	if err != nil || n < 1 || n > 1000 {
+		return Config{}, &Error{"MMCONNECT_DB_MAX_CONNS", "must be a whole number from 1 to 1000"}
+	}
+	c.DBMaxConns = n
+	st, err := time.ParseDuration(get("MMCONNECT_DB_STATEMENT_TIMEOUT", "5s"))
+	if err != nil || st < 100*time.Millisecond || st > 10*time.Minute {
+		return Config{}, &Error{"MMCONNECT_DB_STATEMENT_TIMEOUT", "must be a duration from 100ms to 10m, e.g. 5s"}
+	}
+	c.DBStatementTimeout = st
 
 	if v := get("MMCONNECT_API_KEYS", ""); v != "" {
 		for i, k := range strings.Split(v, ",") {
@@ -113,6 +135,8 @@ func Load(getenv func(string) string) (Config, error) {
 			}
 			c.APIKeys = append(c.APIKeys, k)
 		}
+	} else if c.PostgresURL != "" {
+		return Config{}, &Error{"MMCONNECT_API_KEYS", "must be set with a PostgreSQL database: every replica must accept the same keys"}
 	} else {
 		c.APIKeyFile = filepath.Join(c.DataDir, "api-key")
 	}
@@ -123,6 +147,8 @@ func Load(getenv func(string) string) (Config, error) {
 			return Config{}, &Error{"MMCONNECT_ENCRYPTION_KEY", "must be base64 of 32 random bytes (e.g. openssl rand -base64 32): it " + err.Error()}
 		}
 		c.EncryptionKey = k
+	} else if c.PostgresURL != "" {
+		return Config{}, &Error{"MMCONNECT_ENCRYPTION_KEY", "must be set with a PostgreSQL database: every replica must open the same tokens"}
 	} else {
 		c.EncryptionKeyFile = filepath.Join(c.DataDir, "encryption-key")
 	}
@@ -238,6 +264,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("addr", c.Addr),
 		slog.String("data_dir", c.DataDir),
 		slog.String("database", maskURL(c.DatabaseURL)),
+		slog.Int("db_max_conns", c.DBMaxConns),
+		slog.Duration("db_statement_timeout", c.DBStatementTimeout),
 		slog.String("api_keys", apiKeys),
 		slog.String("encryption_key", enc),
 		slog.String("public_url", c.PublicURL),

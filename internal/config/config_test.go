@@ -117,3 +117,50 @@ func TestPublicURLInClear(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadPostgres(t *testing.T) {
+	key := strings.Repeat("k", 32)
+	base := map[string]string{
+		"MMCONNECT_DATABASE_URL":         "postgres://mm:s3cret@db:5432/mmconnect?sslmode=require",
+		"MMCONNECT_API_KEYS":             key,
+		"MMCONNECT_ENCRYPTION_KEY":       "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+		"MMCONNECT_DB_MAX_CONNS":         "25",
+		"MMCONNECT_DB_STATEMENT_TIMEOUT": "3s",
+	}
+	c, err := Load(env(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PostgresURL == "" || c.SQLitePath != "" || c.DBMaxConns != 25 || c.DBStatementTimeout != 3*time.Second {
+		t.Fatalf("loaded = %+v", c)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "config", c)
+	if strings.Contains(buf.String(), "s3cret") {
+		t.Fatalf("the database password is logged: %s", buf.String())
+	}
+	// Replicas must share keys: none may be generated per replica.
+	for _, missing := range []string{"MMCONNECT_API_KEYS", "MMCONNECT_ENCRYPTION_KEY"} {
+		e := map[string]string{}
+		for k, v := range base {
+			e[k] = v
+		}
+		delete(e, missing)
+		_, err := Load(env(e))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Var != missing || !strings.Contains(err.Error(), "replica") {
+			t.Errorf("without %s: err = %v", missing, err)
+		}
+	}
+	for name, bad := range map[string]string{"MMCONNECT_DB_MAX_CONNS": "0", "MMCONNECT_DB_STATEMENT_TIMEOUT": "forever"} {
+		e := map[string]string{}
+		for k, v := range base {
+			e[k] = v
+		}
+		e[name] = bad
+		var ce *Error
+		if _, err := Load(env(e)); !errors.As(err, &ce) || ce.Var != name {
+			t.Errorf("%s=%s: err = %v", name, bad, err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,6 +71,39 @@ func classifySQLite(err error) error {
 	}
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, context.DeadlineExceeded) {
 		return connection.ErrUnavailable
+	}
+	return nil
+}
+
+// BackupSQLite writes a consistent copy of the SQLite database at path to
+// dest (VACUUM INTO: one read transaction, so writers carry on meanwhile),
+// then checks the copy's integrity. dest must not exist.
+func BackupSQLite(ctx context.Context, path, dest string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("database %s: %w", path, err)
+	}
+	if _, err := os.Stat(dest); err == nil {
+		return fmt.Errorf("%s already exists; choose a new file", dest)
+	}
+	db, err := sql.Open("sqlite3", "file:"+(&url.URL{Path: path}).EscapedPath()+"?_busy_timeout=10000")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", dest); err != nil {
+		return fmt.Errorf("back up %s: %w", path, err)
+	}
+	if err := os.Chmod(dest, 0o600); err != nil {
+		return err
+	}
+	copyDB, err := sql.Open("sqlite3", "file:"+(&url.URL{Path: dest}).EscapedPath()+"?mode=ro")
+	if err != nil {
+		return err
+	}
+	defer copyDB.Close()
+	var result string
+	if err := copyDB.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&result); err != nil || result != "ok" {
+		return fmt.Errorf("backup %s failed its integrity check: %s %v", dest, result, err)
 	}
 	return nil
 }
