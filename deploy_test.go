@@ -8,19 +8,40 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
 )
 
-// No Docker engine runs in CI, so the compose file is checked by loading it
-// with the reference loader and asserting what a deployment relies on.
-func TestComposeFile(t *testing.T) {
+func loadCompose(t *testing.T, env []string, profiles ...string) *types.Project {
+	t.Helper()
 	opts, err := cli.NewProjectOptions([]string{"docker-compose.yml"},
-		cli.WithName("mmconnect"), cli.WithWorkingDirectory("."), cli.WithEnv(nil))
+		cli.WithName("mmconnect"), cli.WithWorkingDirectory("."), cli.WithEnv(env), cli.WithProfiles(profiles))
 	if err != nil {
 		t.Fatal(err)
 	}
 	project, err := opts.LoadProject(context.Background())
 	if err != nil {
 		t.Fatalf("docker-compose.yml does not load: %v", err)
+	}
+	return project
+}
+
+func checkHealthcheck(t *testing.T, svc types.ServiceConfig, want string) {
+	t.Helper()
+	hc := svc.HealthCheck
+	if hc == nil || strings.Join(hc.Test, " ") != want {
+		t.Fatalf("%s healthcheck = %+v, want %q", svc.Name, hc, want)
+	}
+	if hc.Interval == nil || time.Duration(*hc.Interval) <= 0 {
+		t.Errorf("%s healthcheck has no interval", svc.Name)
+	}
+}
+
+// No Docker engine runs in CI, so the compose file is checked by loading it
+// with the reference loader and asserting what a deployment relies on.
+func TestComposeSingleNode(t *testing.T) {
+	project := loadCompose(t, nil) // no variables set: the default must still load
+	if len(project.Services) != 1 {
+		t.Fatalf("default profile runs %d services, want only mmconnect", len(project.Services))
 	}
 	svc, err := project.GetService("mmconnect")
 	if err != nil {
@@ -50,12 +71,60 @@ func TestComposeFile(t *testing.T) {
 	if !mounted {
 		t.Errorf("the data dir is not on a named volume: %+v", svc.Volumes)
 	}
-	hc := svc.HealthCheck
-	if hc == nil || strings.Join(hc.Test, " ") != "CMD /usr/local/bin/mmconnect healthcheck" {
-		t.Fatalf("healthcheck = %+v, want mmconnect healthcheck", hc)
+	checkHealthcheck(t, svc, "CMD /usr/local/bin/mmconnect healthcheck")
+}
+
+func TestComposePostgresProfile(t *testing.T) {
+	project := loadCompose(t, []string{"MMCONNECT_API_KEYS=" + strings.Repeat("k", 40), "MMCONNECT_ENCRYPTION_KEY=AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}, "postgres")
+	pg, err := project.GetService("postgres")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if hc.Interval == nil || time.Duration(*hc.Interval) <= 0 {
-		t.Error("healthcheck has no interval")
+	checkHealthcheck(t, pg, "CMD-SHELL pg_isready -U mmconnect -d mmconnect")
+
+	for _, name := range []string{"mmconnect-1", "mmconnect-2"} {
+		svc, err := project.GetService(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dep, ok := svc.DependsOn["postgres"]
+		if !ok || dep.Condition != types.ServiceConditionHealthy {
+			t.Errorf("%s does not wait for a healthy postgres: %+v", name, svc.DependsOn)
+		}
+		env := func(k string) string {
+			if v := svc.Environment[k]; v != nil {
+				return *v
+			}
+			return ""
+		}
+		if !strings.HasPrefix(env("MMCONNECT_DATABASE_URL"), "postgres://mmconnect:mmconnect@postgres:5432/mmconnect") {
+			t.Errorf("%s database = %q", name, env("MMCONNECT_DATABASE_URL"))
+		}
+		if env("MMCONNECT_API_KEYS") != strings.Repeat("k", 40) || env("MMCONNECT_ENCRYPTION_KEY") == "" {
+			t.Errorf("%s does not take the shared keys from the environment", name)
+		}
+		checkHealthcheck(t, svc, "CMD /usr/local/bin/mmconnect healthcheck")
+	}
+	lb, err := project.GetService("lb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"mmconnect-1", "mmconnect-2"} {
+		if dep, ok := lb.DependsOn[r]; !ok || dep.Condition != types.ServiceConditionHealthy {
+			t.Errorf("lb does not wait for %s", r)
+		}
+	}
+	if len(lb.Ports) != 1 || lb.Ports[0].Published != "8081" {
+		t.Errorf("lb ports = %+v", lb.Ports)
+	}
+	if len(lb.Configs) != 1 {
+		t.Fatalf("lb configs = %+v", lb.Configs)
+	}
+	conf := project.Configs[lb.Configs[0].Source].Content
+	for _, want := range []string{"server mmconnect-1:8080", "server mmconnect-2:8080", "proxy_set_header Host $host;", "X-Request-Id $request_id"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("load balancer config lacks %q:\n%s", want, conf)
+		}
 	}
 }
 
