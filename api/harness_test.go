@@ -50,7 +50,7 @@ var contract = sync.OnceValues(func() (*openapi3.T, error) {
 // harness is the real router wired to a real SQLite store, real sealing and
 // the real Mattermost client, talking to a fake Mattermost over TLS.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	handler  http.Handler
 	mm       *mattermosttest.Server
 	key      string
@@ -82,12 +82,12 @@ type harnessOptions struct {
 	origins   []string
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	return newHarnessWith(t, harnessOptions{publicURL: "https://connect.example.com", origins: []string{"https://app.example.com"}})
 }
 
-func newHarnessWith(t *testing.T, opts harnessOptions) *harness {
+func newHarnessWith(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
 	h := &harness{t: t, publicURL: opts.publicURL, logs: &logtest.Buffer{}, key: secret.NewAPIKey(), dataDir: t.TempDir(),
 		now: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)}
@@ -160,7 +160,7 @@ type response struct {
 	Body   []byte
 }
 
-func (r response) json(t *testing.T) map[string]any {
+func (r response) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.Body, &m); err != nil {
@@ -257,7 +257,7 @@ func (h *harness) checkProblemSchema(res response) {
 }
 
 // expectProblem asserts status and code of a problem response.
-func expectProblem(t *testing.T, res response, status int, code string) map[string]any {
+func expectProblem(t testing.TB, res response, status int, code string) map[string]any {
 	t.Helper()
 	if res.Status != status {
 		t.Fatalf("status = %d, want %d; body %s", res.Status, status, res.Body)

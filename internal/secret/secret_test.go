@@ -103,3 +103,24 @@ func TestLoadOrCreateFile(t *testing.T) {
 		t.Fatalf("second call: %q created=%v err=%v; want the first value reused", v2, created, err)
 	}
 }
+
+func BenchmarkSealOpen(b *testing.B) {
+	s, _ := NewSealer(bytes.Repeat([]byte{1}, KeySize))
+	token, aad := []byte("abcdefghijkmnopqrstuvwxyza"), []byte("conn_x")
+	for b.Loop() {
+		sealed, _ := s.Seal(token, aad)
+		if _, err := s.Open(sealed, aad); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkKeySetMatch(b *testing.B) {
+	keys := []string{NewAPIKey(), NewAPIKey(), NewAPIKey()}
+	ks := NewKeySet(keys)
+	for b.Loop() {
+		if !ks.Match(keys[2]) {
+			b.Fatal("no match")
+		}
+	}
+}

@@ -12,7 +12,7 @@ import (
 	"github.com/mmconnect/mmconnect/internal/store/storetest"
 )
 
-func openTestPostgres(t *testing.T, dsn string) *Store {
+func openTestPostgres(t testing.TB, dsn string) *Store {
 	t.Helper()
 	s, err := OpenPostgres(context.Background(), dsn, PostgresOptions{MaxConns: 4, StatementTimeout: 2 * time.Second}, discardLogger())
 	if err != nil {

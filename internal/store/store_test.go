@@ -17,7 +17,7 @@ import (
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func openTestSQLite(t *testing.T) *Store {
+func openTestSQLite(t testing.TB) *Store {
 	t.Helper()
 	s, err := OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "mmconnect.db"), discardLogger())
 	if err != nil {

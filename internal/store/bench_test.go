@@ -1,0 +1,67 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/store/storetest"
+)
+
+func benchConnection(i int) connection.Connection {
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	end := fmt.Sprint("bench-", i)
+	return connection.Connection{ID: fmt.Sprintf("conn_%026d", i), ServerURL: "https://mm.example.com", EndUserID: &end,
+		Status: connection.StatusActive, MattermostUser: connection.MattermostUser{ID: "u", Username: "alice", Email: "a@example.com"},
+		ServerVersion: "11.4.0", TokenHint: "wxyz", SealedToken: []byte("mmc1.00000000.c2VhbGVkLXRva2VuLWJ5dGVzLWxvbmctZW5vdWdo"),
+		Generation: 1, CreatedAt: now, UpdatedAt: now, LastVerifiedAt: &now}
+}
+
+func benchStore(b *testing.B, s *Store) {
+	ctx := context.Background()
+	b.Run("Create", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i++
+			if err := s.Create(ctx, benchConnection(i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Get", func(b *testing.B) {
+		id := benchConnection(1).ID
+		for b.Loop() {
+			if _, err := s.Get(ctx, id); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ListPage50", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.List(ctx, connection.ListFilter{Limit: 51}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	var n atomic.Int64 // outlives the rounds in which the benchmark finds b.N
+	b.Run("CreateParallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := int(n.Add(1)) + 1_000_000
+				if err := s.Create(ctx, benchConnection(i)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkSQLite(b *testing.B) { benchStore(b, openTestSQLite(b)) }
+
+func BenchmarkPostgres(b *testing.B) {
+	benchStore(b, openTestPostgres(b, storetest.PostgresURL(b)))
+}
