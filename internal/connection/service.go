@@ -223,14 +223,7 @@ func decodeCursor(s string) (Position, error) {
 // raced a revoke or a reconnect records nothing and returns what is stored.
 // Errors: ErrNotFound, ErrRevoked, ErrUnavailable.
 func (s *Service) Verify(ctx context.Context, id string) (Connection, error) {
-	c, err := s.store.Get(ctx, id)
-	if err != nil {
-		return Connection{}, err
-	}
-	if c.Status == StatusRevoked {
-		return Connection{}, ErrRevoked
-	}
-	token, err := s.open(c)
+	c, token, err := s.liveToken(ctx, id)
 	if err != nil {
 		return Connection{}, err
 	}
@@ -274,26 +267,28 @@ func (s *Service) Verify(ctx context.Context, id string) (Connection, error) {
 // Credentials opens the stored token for the app's backend.
 // Errors: ErrNotFound, ErrRevoked, ErrUnavailable.
 func (s *Service) Credentials(ctx context.Context, id string) (Credentials, error) {
-	c, err := s.store.Get(ctx, id)
-	if err != nil {
-		return Credentials{}, err
-	}
-	if c.Status == StatusRevoked {
-		return Credentials{}, ErrRevoked
-	}
-	token, err := s.open(c)
+	c, token, err := s.liveToken(ctx, id)
 	if err != nil {
 		return Credentials{}, err
 	}
 	return Credentials{ServerURL: c.ServerURL, Token: token}, nil
 }
 
-func (s *Service) open(c Connection) (string, error) {
+// liveToken loads a connection that is not revoked and opens its token.
+// Errors: ErrNotFound, ErrRevoked, ErrUnavailable.
+func (s *Service) liveToken(ctx context.Context, id string) (Connection, string, error) {
+	c, err := s.store.Get(ctx, id)
+	if err != nil {
+		return Connection{}, "", err
+	}
+	if c.Status == StatusRevoked {
+		return Connection{}, "", ErrRevoked
+	}
 	plain, err := s.sealer.Open(c.SealedToken, []byte(c.ID))
 	if err != nil {
-		return "", fmt.Errorf("open token of %s: %w", c.ID, err)
+		return Connection{}, "", fmt.Errorf("open token of %s: %w", c.ID, err)
 	}
-	return string(plain), nil
+	return c, string(plain), nil
 }
 
 // Revoke erases a connection's token and marks it revoked. Revoking again
