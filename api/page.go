@@ -20,17 +20,23 @@ var assetTypes = map[string]string{
 	".js":  "text/javascript; charset=utf-8",
 }
 
+// pageCSP allows only the page's own files and framing by the allowed
+// origins; it depends only on the configuration, so it is built once.
+func pageCSP(allowedOrigins []string) string {
+	ancestors := "'none'"
+	if len(allowedOrigins) > 0 {
+		ancestors = strings.Join(allowedOrigins, " ")
+	}
+	return "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+		"connect-src 'self'; base-uri 'none'; form-action 'none'; object-src 'none'; frame-ancestors " + ancestors
+}
+
 // pageHeaders lock the page down: only its own files, framed only by the
 // allowed origins, no referrer. There is deliberately no
 // Cross-Origin-Opener-Policy: same-origin, which would cut a popup off from
 // the app that opened it.
 func (s *Server) pageHeaders(h http.Header) {
-	ancestors := "'none'"
-	if len(s.deps.AllowedOrigins) > 0 {
-		ancestors = strings.Join(s.deps.AllowedOrigins, " ")
-	}
-	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "+
-		"connect-src 'self'; base-uri 'none'; form-action 'none'; object-src 'none'; frame-ancestors "+ancestors)
+	h.Set("Content-Security-Policy", s.pageCSP)
 	if len(s.deps.AllowedOrigins) == 0 {
 		h.Set("X-Frame-Options", "DENY")
 	}

@@ -5,8 +5,6 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -68,13 +66,14 @@ type Server struct {
 	echo     *echo.Echo
 	deps     Deps
 	validate *validator.Validate
+	pageCSP  string
 }
 
 // NewServer builds the API with every route, middleware and the error table.
 func NewServer(deps Deps) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	s := &Server{echo: e, deps: deps, validate: newValidator()}
+	s := &Server{echo: e, deps: deps, validate: newValidator(), pageCSP: pageCSP(deps.AllowedOrigins)}
 	e.HTTPErrorHandler = errorHandler(deps.Logger)
 	e.Use(s.requestIDMiddleware, s.accessLog, middleware.RecoverWithConfig(middleware.RecoverConfig{
 		StackSize:           8 << 10,
@@ -107,17 +106,13 @@ const ctxRequestID = "request_id"
 
 var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
-
 // requestIDMiddleware gives every request an id: the load balancer's
 // X-Request-Id when it is a sane token, else a fresh random one.
 func (s *Server) requestIDMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		id := c.Request().Header.Get(echo.HeaderXRequestID)
 		if !requestIDPattern.MatchString(id) {
-			var b [16]byte
-			_, _ = rand.Read(b[:])
-			id = strings.ToLower(idEncoding.EncodeToString(b[:]))
+			id = connection.RandomID("")
 		}
 		c.Set(ctxRequestID, id)
 		c.Response().Header().Set(echo.HeaderXRequestID, id)

@@ -10,6 +10,7 @@ package connection
 import (
 	"crypto/rand"
 	"encoding/base32"
+	"strings"
 	"time"
 )
 
@@ -81,28 +82,22 @@ type Credentials struct {
 	Token     string
 }
 
-// idEncoding is Mattermost's own id alphabet-free cousin: lower-case base32,
-// which keeps ids URL-safe and case-insensitive to read aloud.
+// idEncoding is lower-case base32 without padding: URL-safe, and easy to
+// read aloud.
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 
-// NewID returns a fresh connection id: "conn_" and 128 random bits.
-func NewID() string {
+// RandomID returns prefix and 128 random bits, the form of every id
+// mmconnect mints (connections, connect sessions, request ids).
+func RandomID(prefix string) string {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		panic("connection: no randomness: " + err.Error()) // crypto/rand never fails on supported systems
 	}
-	return "conn_" + toLower(idEncoding.EncodeToString(b[:]))
+	return prefix + strings.ToLower(idEncoding.EncodeToString(b[:]))
 }
 
-func toLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + ('a' - 'A')
-		}
-	}
-	return string(b)
-}
+// NewID returns a fresh connection id: "conn_" and 128 random bits.
+func NewID() string { return RandomID("conn_") }
 
 // Truncate brings t to UTC and microsecond precision, the precision every
 // store keeps, so that what the service returns equals what it reads back.

@@ -255,11 +255,8 @@ func isTimeout(err error) bool {
 // stripURL drops the request URL from a *url.Error; the cause is what
 // matters in a log, and the URL is already named in the message.
 func stripURL(err error) error {
-	type unwrapper interface{ Unwrap() error }
-	if u, ok := err.(unwrapper); ok {
-		if inner := u.Unwrap(); inner != nil {
-			return inner
-		}
+	if inner := errors.Unwrap(err); inner != nil {
+		return inner
 	}
 	return err
 }

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -74,8 +73,6 @@ func NewService(store Store, ttl time.Duration, now func() time.Time) *Service {
 	return &Service{store: store, ttl: ttl, now: now}
 }
 
-var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
-
 func random(n int) []byte {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -99,7 +96,7 @@ func (s *Service) Open(ctx context.Context, endUserID string) (Session, string, 
 	now := connection.Truncate(s.now())
 	token := TokenPrefix + base64.RawURLEncoding.EncodeToString(random(32))
 	sess := Session{
-		ID:        "cs_" + strings.ToLower(idEncoding.EncodeToString(random(16))),
+		ID:        connection.RandomID("cs_"),
 		TokenHash: HashToken(token),
 		EndUserID: endUserID,
 		CreatedAt: now,
