@@ -32,6 +32,12 @@ type lastErrorResponse struct {
 	At      string `json:"at"`
 }
 
+type upstreamRevocationResponse struct {
+	Status  string `json:"status"`
+	Message string `json:"message"`
+	At      string `json:"at"`
+}
+
 type connectionResponse struct {
 	ID             string                 `json:"id"`
 	Provider       string                 `json:"provider"`
@@ -44,8 +50,12 @@ type connectionResponse struct {
 	CreatedAt      string                 `json:"created_at"`
 	UpdatedAt      string                 `json:"updated_at"`
 	LastVerifiedAt *string                `json:"last_verified_at"`
+	LastCheckedAt  *string                `json:"last_checked_at"`
+	InvalidSince   *string                `json:"invalid_since"`
 	RevokedAt      *string                `json:"revoked_at"`
 	LastError      *lastErrorResponse     `json:"last_error"`
+	// UpstreamRevocation is what became of the token in Mattermost.
+	UpstreamRevocation *upstreamRevocationResponse `json:"upstream_revocation"`
 }
 
 type connectionListResponse struct {
@@ -85,10 +95,15 @@ func toConnectionResponse(c connection.Connection) connectionResponse {
 		CreatedAt:      formatTime(c.CreatedAt),
 		UpdatedAt:      formatTime(c.UpdatedAt),
 		LastVerifiedAt: formatTimePtr(c.LastVerifiedAt),
+		LastCheckedAt:  formatTimePtr(c.LastCheckedAt),
+		InvalidSince:   formatTimePtr(c.InvalidSince),
 		RevokedAt:      formatTimePtr(c.RevokedAt),
 	}
 	if e := c.LastError; e != nil {
 		r.LastError = &lastErrorResponse{Code: e.Code, Message: e.Message, At: formatTime(e.At)}
+	}
+	if u := c.UpstreamRevocation; u != nil {
+		r.UpstreamRevocation = &upstreamRevocationResponse{Status: string(u.Status), Message: u.Message, At: formatTime(u.At)}
 	}
 	return r
 }
@@ -238,10 +253,24 @@ func (s *Server) getCredentials(c echo.Context) error {
 }
 
 func (s *Server) deleteConnection(c echo.Context) error {
+	upstream := true
+	params, err := url.ParseQuery(c.Request().URL.RawQuery)
+	if err != nil {
+		return invalidRequest("The query string is malformed (a broken %-escape or ';').")
+	}
+	for name, values := range params {
+		if name != "revoke_upstream" {
+			return invalidRequest("Unknown query parameter " + name + "; the only one is revoke_upstream.")
+		}
+		if len(values) != 1 || (values[0] != "true" && values[0] != "false") {
+			return invalidRequest("revoke_upstream must be given once, as true or false.")
+		}
+		upstream = values[0] == "true"
+	}
 	if _, err := s.visibleConnection(c); err != nil {
 		return err
 	}
-	if _, err := s.deps.Connections.Revoke(c.Request().Context(), c.Param("id")); err != nil {
+	if _, err := s.deps.Connections.Revoke(c.Request().Context(), c.Param("id"), upstream); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -40,7 +40,7 @@ func (f *fakeConnections) Verify(context.Context, string) (connection.Connection
 func (f *fakeConnections) Credentials(context.Context, string) (connection.Credentials, error) {
 	panic("not used")
 }
-func (f *fakeConnections) Revoke(context.Context, string) (connection.Connection, error) {
+func (f *fakeConnections) Revoke(context.Context, string, bool) (connection.Connection, error) {
 	panic("not used")
 }
 func (f *fakeConnections) Ready(ctx context.Context) error { return f.ready(ctx) }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/session"
+	"github.com/mmconnect/mmconnect/internal/webhook"
 )
 
 // Problem is an RFC 9457 problem details object with mmconnect's stable
@@ -87,6 +88,12 @@ func problemFor(err error) (p Problem, retryAfter string, internal bool) {
 		if ue.RetryAfter > 0 {
 			retryAfter = strconv.Itoa(int((ue.RetryAfter + 999_999_999) / 1_000_000_000))
 		}
+	case errors.Is(err, webhook.ErrNotFound):
+		res = ok(http.StatusNotFound, "not_found", "No webhook delivery has this id.")
+	case errors.Is(err, webhook.ErrNotFailed):
+		res = ok(http.StatusConflict, "delivery_not_failed", "Only a delivery that failed for good can be retried; this one is pending or delivered.")
+	case errors.Is(err, webhook.ErrDisabled):
+		res = ok(http.StatusConflict, "webhooks_disabled", "Webhooks are not configured: set MMCONNECT_WEBHOOK_URL and MMCONNECT_WEBHOOK_SECRET.")
 	case errors.Is(err, session.ErrNotFound):
 		res = ok(http.StatusNotFound, "not_found", "No connect session has this id.")
 	case errors.Is(err, connection.ErrNotFound):

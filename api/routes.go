@@ -21,6 +21,9 @@ func (s *Server) routes() {
 	e.GET("/connections/:id/credentials", s.getCredentials, s.appOnly)
 	e.POST("/connect/sessions", s.createSession, s.appOnly)
 	e.DELETE("/connect/sessions/:id", s.deleteSession, s.appOnly)
+	e.GET("/webhooks/deliveries", s.listDeliveries, s.appOnly)
+	e.POST("/webhooks/deliveries/:id/retry", s.retryDelivery, s.appOnly)
+	e.POST("/webhooks/test", s.testWebhook, s.appOnly)
 
 	// The Connect page and what it asks about its session.
 	e.GET("/connect/session", s.getSession, s.sessionOnly)

@@ -21,6 +21,7 @@ import (
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/secret"
 	"github.com/mmconnect/mmconnect/internal/session"
+	"github.com/mmconnect/mmconnect/internal/webhook"
 )
 
 // Connections is what the API needs from the domain.
@@ -30,7 +31,7 @@ type Connections interface {
 	List(ctx context.Context, q connection.ListQuery) (connection.Page, error)
 	Verify(ctx context.Context, id string) (connection.Connection, error)
 	Credentials(ctx context.Context, id string) (connection.Credentials, error)
-	Revoke(ctx context.Context, id string) (connection.Connection, error)
+	Revoke(ctx context.Context, id string, upstream bool) (connection.Connection, error)
 	Ready(ctx context.Context) error
 }
 
@@ -41,10 +42,20 @@ type Sessions interface {
 	End(ctx context.Context, id string) error
 }
 
+// Webhooks is what the API needs of webhook deliveries.
+type Webhooks interface {
+	List(ctx context.Context, q webhook.Query) (webhook.Page, error)
+	Retry(ctx context.Context, id string) (webhook.Delivery, error)
+	Ping(ctx context.Context) (webhook.Delivery, error)
+}
+
 // Deps are everything the HTTP API is built from.
 type Deps struct {
 	Connections Connections
 	Sessions    Sessions
+	// Webhooks, when nil, makes the webhook routes answer 409
+	// webhooks_disabled.
+	Webhooks Webhooks
 	APIKeys     *secret.KeySet
 	Logger      *slog.Logger
 	// OpenAPI is the contract, served at /openapi.yaml.

@@ -18,9 +18,11 @@ import (
 	"github.com/mmconnect/mmconnect/internal/config"
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/mattermost"
+	"github.com/mmconnect/mmconnect/internal/outbound"
 	"github.com/mmconnect/mmconnect/internal/secret"
 	"github.com/mmconnect/mmconnect/internal/session"
 	"github.com/mmconnect/mmconnect/internal/store"
+	"github.com/mmconnect/mmconnect/internal/webhook"
 )
 
 // version is set at link time (-ldflags "-X main.version=v1.2.3").
@@ -137,13 +139,29 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		log.Info("database closed")
 	}()
 
-	opts := mattermost.Options{Timeout: cfg.UpstreamTimeout, AllowedNetworks: cfg.AllowedNetworks}
+	hostLimit := outbound.NewHostLimit(cfg.UpstreamHostConcurrency)
+	opts := mattermost.Options{Timeout: cfg.UpstreamTimeout, AllowedNetworks: cfg.AllowedNetworks, HostLimit: hostLimit}
 	if cfg.UpstreamCAFile != "" {
 		if opts.RootCAs, err = mattermost.LoadRootCAs(cfg.UpstreamCAFile); err != nil {
 			return fmt.Errorf("MMCONNECT_UPSTREAM_CA_FILE: %w", err)
 		}
 	}
-	svc := connection.NewService(st, mattermost.New(opts), sealer, connection.WithAllowHTTP(cfg.AllowHTTP))
+	mm := mattermost.New(opts)
+	svc := connection.NewService(st, mm, sealer,
+		connection.WithAllowHTTP(cfg.AllowHTTP),
+		connection.WithEvents(cfg.WebhookURL != ""),
+		connection.WithRevoker(mm, cfg.RevokeUpstream),
+		connection.WithRecheck(connection.RecheckOptions{Interval: cfg.ReverifyInterval, Concurrency: cfg.ReverifyConcurrency}),
+		connection.WithRetention(cfg.RevokedRetention))
+	hooks, err := webhook.NewService(st, webhook.Options{
+		URL:     cfg.WebhookURL,
+		Secrets: cfg.WebhookSecrets,
+		Client:  outbound.NewClient(outbound.Options{Timeout: webhook.AttemptTimeout, HostLimit: hostLimit}),
+		Render:  api.WebhookBody,
+	})
+	if err != nil {
+		return fmt.Errorf("webhooks: %w", err)
+	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -158,6 +176,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	}
 	handler := api.NewServer(api.Deps{
 		Connections:    svc,
+		Webhooks:       hooks,
 		Sessions:       session.NewService(st, cfg.SessionTTL, nil),
 		APIKeys:        secret.NewKeySet(apiKeys),
 		Logger:         log,
@@ -180,12 +199,21 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL)
 
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	background := startBackground(bgCtx, svc, hooks, log)
+
 	select {
 	case err := <-serveErr:
+		stopBackground()
+		background.Wait()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: draining requests in flight")
+	// Background work stops first: a check or delivery in flight finishes
+	// or is abandoned (an abandoned one is due again later; nothing is lost).
+	stopBackground()
+	background.Wait()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {

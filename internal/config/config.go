@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mmconnect/mmconnect/internal/secret"
+	"github.com/mmconnect/mmconnect/internal/webhook"
 )
 
 // MinAPIKeyLength keeps API keys out of brute-force reach.
@@ -59,6 +60,25 @@ type Config struct {
 	AllowedNetworks []netip.Prefix
 	UpstreamCAFile  string
 	UpstreamTimeout time.Duration
+	// UpstreamHostConcurrency bounds requests in flight to one host, across
+	// every caller of the outside world in this replica.
+	UpstreamHostConcurrency int
+
+	// ReverifyInterval is how old a connection's last check may grow before
+	// the background sweep checks it again; zero turns the sweep off.
+	ReverifyInterval    time.Duration
+	ReverifyConcurrency int
+
+	// WebhookURL receives events, signed with WebhookSecrets (the decoded
+	// keys of MMCONNECT_WEBHOOK_SECRET); empty turns webhooks off.
+	WebhookURL     string
+	WebhookSecrets [][]byte
+
+	// RevokeUpstream makes a revoke also revoke the token in Mattermost.
+	RevokeUpstream bool
+	// RevokedRetention is how long a revoked connection is kept; zero
+	// keeps it forever.
+	RevokedRetention time.Duration
 }
 
 // Error names the variable whose value is bad.
@@ -116,11 +136,9 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		return Config{}, &Error{"MMCONNECT_DATABASE_URL", fmt.Sprintf("unsupported database %q: use sqlite:///abs/path.db or postgres://…", scheme)}
 	}
-	n, err := strconv.Atoi(get("MMCONNECT_DB_MAX_CONNS", "10"))
-	if err != nil || n < 1 || n > 1000 {
-		return Config{}, &Error{"MMCONNECT_DB_MAX_CONNS", "must be a whole number from 1 to 1000"}
+	if c.DBMaxConns, err = intVar(get, "MMCONNECT_DB_MAX_CONNS", 10, 1, 1000); err != nil {
+		return Config{}, err
 	}
-	c.DBMaxConns = n
 	st, err := time.ParseDuration(get("MMCONNECT_DB_STATEMENT_TIMEOUT", "5s"))
 	if err != nil || st < 100*time.Millisecond || st > 10*time.Minute {
 		return Config{}, &Error{"MMCONNECT_DB_STATEMENT_TIMEOUT", "must be a duration from 100ms to 10m, e.g. 5s"}
@@ -153,12 +171,8 @@ func Load(getenv func(string) string) (Config, error) {
 		c.EncryptionKeyFile = filepath.Join(c.DataDir, "encryption-key")
 	}
 
-	if v := get("MMCONNECT_ALLOW_HTTP", "false"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return Config{}, &Error{"MMCONNECT_ALLOW_HTTP", fmt.Sprintf("%q is not true or false", v)}
-		}
-		c.AllowHTTP = b
+	if c.AllowHTTP, err = boolVar(get, "MMCONNECT_ALLOW_HTTP", false); err != nil {
+		return Config{}, err
 	}
 	if v := get("MMCONNECT_PUBLIC_URL", ""); v != "" {
 		u, err := url.Parse(v)
@@ -205,7 +219,62 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, &Error{"MMCONNECT_UPSTREAM_TIMEOUT", "must be a duration from 100ms to 5m, e.g. 10s"}
 	}
 	c.UpstreamTimeout = d
+	if c.UpstreamHostConcurrency, err = intVar(get, "MMCONNECT_UPSTREAM_HOST_CONCURRENCY", 8, 1, 1024); err != nil {
+		return Config{}, err
+	}
+
+	iv, err := time.ParseDuration(get("MMCONNECT_REVERIFY_INTERVAL", "6h"))
+	if err != nil || iv < 0 || (iv > 0 && iv < 10*time.Second) || iv > 30*24*time.Hour {
+		return Config{}, &Error{"MMCONNECT_REVERIFY_INTERVAL", "must be 0 (off) or a duration from 10s to 720h, e.g. 6h"}
+	}
+	c.ReverifyInterval = iv
+	if c.ReverifyConcurrency, err = intVar(get, "MMCONNECT_REVERIFY_CONCURRENCY", 4, 1, 64); err != nil {
+		return Config{}, err
+	}
+
+	if v := get("MMCONNECT_WEBHOOK_URL", ""); v != "" {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Fragment != "" {
+			return Config{}, &Error{"MMCONNECT_WEBHOOK_URL", "must be an http(s) URL like https://app.example.com/hooks/mmconnect"}
+		}
+		c.WebhookURL = v
+		secrets, err := webhook.Secrets(get("MMCONNECT_WEBHOOK_SECRET", ""))
+		if err != nil {
+			return Config{}, &Error{"MMCONNECT_WEBHOOK_SECRET", err.Error()}
+		}
+		c.WebhookSecrets = secrets
+	} else if get("MMCONNECT_WEBHOOK_SECRET", "") != "" {
+		return Config{}, &Error{"MMCONNECT_WEBHOOK_SECRET", "is set but MMCONNECT_WEBHOOK_URL is not; set both, or neither"}
+	}
+
+	if c.RevokeUpstream, err = boolVar(get, "MMCONNECT_REVOKE_UPSTREAM", true); err != nil {
+		return Config{}, err
+	}
+	rr, err := time.ParseDuration(get("MMCONNECT_REVOKED_RETENTION", "720h"))
+	if err != nil || rr < 0 || (rr > 0 && rr < 48*time.Hour) {
+		return Config{}, &Error{"MMCONNECT_REVOKED_RETENTION", "must be 0 (keep forever) or a duration of at least 48h, e.g. 720h"}
+	}
+	c.RevokedRetention = rr
 	return c, nil
+}
+
+// intVar reads a whole number from lo to hi.
+func intVar(get func(name, def string) string, name string, def, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(get(name, strconv.Itoa(def)))
+	if err != nil || n < lo || n > hi {
+		return 0, &Error{name, fmt.Sprintf("must be a whole number from %d to %d", lo, hi)}
+	}
+	return n, nil
+}
+
+// boolVar reads true or false.
+func boolVar(get func(name, def string) string, name string, def bool) (bool, error) {
+	v := get(name, strconv.FormatBool(def))
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, &Error{name, fmt.Sprintf("%q is not true or false", v)}
+	}
+	return b, nil
 }
 
 // ParseOrigin checks a web origin (scheme://host[:port], nothing else) and
@@ -275,6 +344,13 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("allowed_networks", c.AllowedNetworks),
 		slog.String("upstream_ca_file", c.UpstreamCAFile),
 		slog.Duration("upstream_timeout", c.UpstreamTimeout),
+		slog.Int("upstream_host_concurrency", c.UpstreamHostConcurrency),
+		slog.Duration("reverify_interval", c.ReverifyInterval),
+		slog.Int("reverify_concurrency", c.ReverifyConcurrency),
+		slog.String("webhook_url", webhookTarget(c.WebhookURL)),
+		slog.Int("webhook_secrets", len(c.WebhookSecrets)),
+		slog.Bool("revoke_upstream", c.RevokeUpstream),
+		slog.Duration("revoked_retention", c.RevokedRetention),
 	)
 }
 
@@ -283,6 +359,16 @@ func keyID(k []byte) string {
 		return "none"
 	}
 	return secret.KeyID(k)
+}
+
+// webhookTarget shows where webhooks go without userinfo or query, which
+// may hold the receiver's credentials.
+func webhookTarget(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || s == "" {
+		return s
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }
 
 // maskURL hides a password in a database URL.

@@ -53,6 +53,35 @@ type LastError struct {
 	At      time.Time
 }
 
+// RevocationStatus is what became of a revoked connection's token in
+// Mattermost itself.
+type RevocationStatus string
+
+// The outcomes of revoking a token in Mattermost.
+const (
+	// RevocationRevoked: Mattermost revoked the token (or no longer
+	// accepted it).
+	RevocationRevoked RevocationStatus = "revoked"
+	// RevocationNotPermitted: the account may not revoke its own tokens.
+	RevocationNotPermitted RevocationStatus = "not_permitted"
+	// RevocationTokenUnknown: which token to revoke was never proven, so
+	// none was revoked.
+	RevocationTokenUnknown RevocationStatus = "token_unknown"
+	// RevocationPending: Mattermost could not be reached; it is retried.
+	RevocationPending RevocationStatus = "pending"
+	// RevocationFailed: retries ran out; the token was erased unrevoked.
+	RevocationFailed RevocationStatus = "failed"
+	// RevocationSkipped: the caller or the operator chose a local revoke.
+	RevocationSkipped RevocationStatus = "skipped"
+)
+
+// UpstreamRevocation is the outcome of revoking the token in Mattermost.
+type UpstreamRevocation struct {
+	Status  RevocationStatus
+	Message string
+	At      time.Time
+}
+
 // Connection is one end user's proven link to one Mattermost account.
 //
 // SealedToken is the token encrypted by a Sealer with the connection id as
@@ -72,8 +101,20 @@ type Connection struct {
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 	LastVerifiedAt *time.Time
-	RevokedAt      *time.Time
-	LastError      *LastError
+	// LastCheckedAt is the start of the newest check, whatever its outcome;
+	// a check's outcome is recorded only if no newer one was.
+	LastCheckedAt *time.Time
+	// InvalidSince is when the connection last turned invalid; nil unless
+	// it is invalid.
+	InvalidSince *time.Time
+	// NextCheckAt is when the background re-check is due.
+	NextCheckAt time.Time
+	// TokenID is Mattermost's id of the token, set only once proven, so a
+	// revoke never names another token.
+	TokenID            string
+	RevokedAt          *time.Time
+	LastError          *LastError
+	UpstreamRevocation *UpstreamRevocation
 }
 
 // Credentials are what the app's backend needs to call Mattermost itself.

@@ -61,6 +61,9 @@ const (
 	CodeUpstreamError       = "upstream_error"
 	CodeUpstreamRateLimited = "upstream_rate_limited"
 	CodeUpstreamTimeout     = "upstream_timeout"
+	// Codes of an upstream revoke.
+	CodeNotPermitted = "not_permitted"
+	CodeTokenUnknown = "token_unknown"
 )
 
 // UpstreamError is a failed check against a Mattermost server. Code is one

@@ -57,7 +57,7 @@ func TestVerifyRacingRevokeDoesNotRevive(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.verify = func(ctx context.Context, s, tk string) (connection.Identity, error) {
-		if _, err := svc.Revoke(ctx, c.ID); err != nil { // lands while the check is in flight
+		if _, err := svc.Revoke(ctx, c.ID, false); err != nil { // lands while the check is in flight
 			t.Fatal(err)
 		}
 		return accept(ctx, s, tk)

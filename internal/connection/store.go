@@ -9,10 +9,12 @@ import (
 // suite in internal/store/storetest. Any method may return an error wrapping
 // ErrUnavailable when the database cannot answer; nothing is written then.
 type Store interface {
-	// Create inserts a new connection. It returns ErrConflict when a
-	// connection that is not revoked already exists for the same server URL,
-	// Mattermost user and end user (a nil end user counts as one value).
-	Create(ctx context.Context, c Connection) error
+	// Create inserts a new connection and what ch records, in one
+	// transaction, numbering ch's events from 1. It returns ErrConflict
+	// when a connection that is not revoked already exists for the same
+	// server URL, Mattermost user and end user (a nil end user counts as
+	// one value); nothing is written then.
+	Create(ctx context.Context, c Connection, ch Change) error
 
 	// Get returns the connection with that id, or ErrNotFound.
 	Get(ctx context.Context, id string) (Connection, error)
@@ -25,11 +27,44 @@ type Store interface {
 	// (created_at, then id, both descending), starting after f.After.
 	List(ctx context.Context, f ListFilter) ([]Connection, error)
 
-	// Update writes every mutable field of c (status, token, user, version,
-	// times, last error, generation) if the stored row still has generation
-	// expect and is not revoked; otherwise it returns ErrConflict (ErrNotFound
-	// when there is no such id) and changes nothing.
-	Update(ctx context.Context, c Connection, expect int64) error
+	// Update writes every mutable field of c, and what ch records, in one
+	// transaction, if the stored row still has generation expect, is not
+	// revoked, and has no check newer than c.LastCheckedAt; otherwise it
+	// returns ErrConflict (ErrNotFound when there is no such id) and
+	// changes nothing. The token column is written only when c.Generation
+	// differs from expect (a new token or a revoke): a status change never
+	// writes it. ch's events are numbered after the connection's last.
+	Update(ctx context.Context, c Connection, expect int64, ch Change) error
+
+	// ClaimDue returns up to limit connections that are not revoked and
+	// whose NextCheckAt is at or before now, most overdue first, each
+	// claimed for this caller by moving its NextCheckAt to next(): a
+	// connection another caller claimed meanwhile is left out, so each due
+	// connection is checked once per round however many replicas ask.
+	ClaimDue(ctx context.Context, now time.Time, limit int, next func() time.Time) ([]Connection, error)
+
+	// Reschedule moves a live connection's NextCheckAt to at.
+	Reschedule(ctx context.Context, id string, at time.Time) error
+
+	// ClaimRevocations returns up to limit pending revocations due at or
+	// before now, each claimed by moving its NextAttemptAt to lease.
+	ClaimRevocations(ctx context.Context, now time.Time, limit int, lease time.Time) ([]PendingRevocation, error)
+
+	// SettleRevocation records the outcome of revoking a token upstream on
+	// the (revoked) connection; when r is final its pending revocation is
+	// deleted with the token it held, otherwise it is kept for another
+	// attempt at next. Errors: ErrNotFound when no pending revocation
+	// exists for the connection.
+	SettleRevocation(ctx context.Context, connectionID string, r UpstreamRevocation, final bool, attempts int, next time.Time) error
+
+	// Purgeable returns up to limit revoked connections revoked before
+	// cutoff with no pending revocation and no event still to deliver.
+	Purgeable(ctx context.Context, cutoff time.Time, limit int) ([]Connection, error)
+
+	// Delete removes a revoked connection with generation expect and
+	// records ch's events, in one transaction. Errors: ErrConflict when
+	// the row is not such a connection any more, ErrNotFound.
+	Delete(ctx context.Context, c Connection, ch Change) error
 
 	// Ping tells whether the database answers.
 	Ping(ctx context.Context) error
@@ -56,6 +91,9 @@ type Identity struct {
 	ServerURL     string
 	User          MattermostUser
 	ServerVersion string
+	// AnsweredAt is the server's own clock (its Date header) when it
+	// answered; zero if it sent none.
+	AnsweredAt time.Time
 }
 
 // Verifier proves a token against a Mattermost server. It returns an
@@ -64,6 +102,23 @@ type Identity struct {
 // in an error.
 type Verifier interface {
 	Verify(ctx context.Context, serverURL, token string) (Identity, error)
+}
+
+// Revoker revokes tokens in Mattermost itself.
+type Revoker interface {
+	// TokenID names the token's id in Mattermost when it can be proven to be
+	// this token's, and "" otherwise. firstUse is the server's clock when
+	// the token was just checked. The answer it reads holds other sessions'
+	// secrets: implementations must not keep or log it. Errors: any failure
+	// to ask (the caller treats the id as unknown).
+	TokenID(ctx context.Context, serverURL, token string, firstUse time.Time) (string, error)
+
+	// RevokeToken revokes the token with tokenID, authenticated as the
+	// token itself. Errors: *UpstreamError with CodeNotPermitted (the
+	// account may not revoke tokens), CodeTokenUnknown (no such token),
+	// CodeTokenRejected (the token no longer works), or a code that means
+	// Mattermost could not be asked (try again later).
+	RevokeToken(ctx context.Context, serverURL, token, tokenID string) error
 }
 
 // Sealer encrypts tokens at rest. Open returns an error if the sealed bytes

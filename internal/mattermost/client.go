@@ -4,6 +4,7 @@
 package mattermost
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,11 +15,11 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/outbound"
 )
 
 // MaxBody is the most of an answer that is ever read: a real /users/me is
@@ -37,72 +38,48 @@ type Options struct {
 	AllowedNetworks []netip.Prefix
 	// Resolver and Dial replace DNS and the network (tests). Dial receives
 	// only numeric addresses the guard has permitted.
-	Resolver Resolver
-	Dial     DialFunc
+	Resolver outbound.Resolver
+	Dial     outbound.DialFunc
+	// HostLimit is the per-host limit shared with every other caller of
+	// the outside world; nil means none.
+	HostLimit *outbound.HostLimit
 }
 
 // MaxRedirects is how many same-origin redirects a check follows.
 const MaxRedirects = 3
 
-// Client checks tokens. It is safe for concurrent use and keeps upstream
-// connections alive between checks.
+// Client checks and revokes tokens. It is safe for concurrent use and keeps
+// upstream connections alive between checks.
 type Client struct {
 	http    *http.Client
-	guard   *guard
 	timeout time.Duration
+	// fence refuses IP literals and loopback names before any network
+	// call (the dialer refuses them again).
+	fence outbound.Fence
 }
 
-var _ connection.Verifier = (*Client)(nil)
+var (
+	_ connection.Verifier = (*Client)(nil)
+	_ connection.Revoker  = (*Client)(nil)
+)
 
-// New builds a Client. Proxies from the environment are ignored on purpose:
-// the check must reach the server the user named and no other.
+// New builds a Client on a fenced outbound client.
 func New(opts Options) *Client {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
 	}
-	g := newGuard(opts.AllowedNetworks, opts.Resolver, opts.Dial, opts.Timeout)
-	tr := &http.Transport{
-		Proxy:                  nil,
-		DialContext:            g.DialContext,
-		ForceAttemptHTTP2:      true,
-		MaxIdleConns:           100,
-		MaxIdleConnsPerHost:    8,
-		IdleConnTimeout:        90 * time.Second,
-		TLSHandshakeTimeout:    opts.Timeout,
-		ResponseHeaderTimeout:  opts.Timeout,
-		MaxResponseHeaderBytes: 64 << 10,
-		TLSClientConfig: &tls.Config{
-			RootCAs:    opts.RootCAs,
-			MinVersion: tls.VersionTLS12,
-		},
-	}
 	return &Client{
-		guard:   g,
 		timeout: opts.Timeout,
-		http: &http.Client{
-			Transport: tr,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		},
+		fence:   outbound.NewFence(opts.AllowedNetworks),
+		http: outbound.NewClient(outbound.Options{
+			Timeout: opts.Timeout, Fenced: true, AllowedNetworks: opts.AllowedNetworks,
+			RootCAs: opts.RootCAs, Resolver: opts.Resolver, Dial: opts.Dial, HostLimit: opts.HostLimit,
+		}),
 	}
 }
 
 // LoadRootCAs returns the system roots plus the PEM certificates in file.
-func LoadRootCAs(file string) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, nil
-}
+func LoadRootCAs(file string) (*x509.CertPool, error) { return outbound.LoadRootCAs(file) }
 
 // Verify asks serverURL who the token belongs to (GET /api/v4/users/me),
 // following up to MaxRedirects redirects on the same origin: a server under
@@ -117,7 +94,7 @@ func (c *Client) Verify(ctx context.Context, serverURL, token string) (connectio
 	if err != nil {
 		return connection.Identity{}, fmt.Errorf("server URL: %w", err)
 	}
-	if err := c.guard.checkHost(start.Hostname()); err != nil {
+	if err := c.fence.CheckHost(start.Hostname()); err != nil {
 		return connection.Identity{}, classifyError(ctx, serverURL, err)
 	}
 	target := &url.URL{Scheme: start.Scheme, Host: start.Host, Path: strings.TrimSuffix(start.Path, "/") + "/api/v4/users/me"}
@@ -159,14 +136,29 @@ func (c *Client) Verify(ctx context.Context, serverURL, token string) (connectio
 		}
 		answered := url.URL{Scheme: start.Scheme, Host: start.Host, Path: base}
 		ident.ServerURL = strings.TrimSuffix(answered.String(), "/")
+		if at, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+			ident.AnsweredAt = at.UTC()
+		}
 		return ident, nil
 	}
 }
 
 func (c *Client) get(ctx context.Context, target *url.URL, token string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
+	return c.do(ctx, http.MethodGet, target, token, nil)
+}
+
+// do sends one request with the token in the Authorization header.
+func (c *Client) do(ctx context.Context, method string, target *url.URL, token string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target.String(), rd)
 	if err != nil {
 		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/json")
@@ -223,7 +215,7 @@ func classifyError(ctx context.Context, server string, err error) error {
 	var recordErr tls.RecordHeaderError
 	var tlsAlert tls.AlertError
 	switch {
-	case isRefused(err):
+	case outbound.IsRefused(err):
 		return up(connection.CodeHostNotAllowed, "%s is on a private or reserved network that this service may not call. If your Mattermost server really is on a private network, ask the operator of this service to allow it (MMCONNECT_ALLOWED_NETWORKS).")
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
 		return up(connection.CodeUpstreamTimeout, "%s did not answer in time. Check that the server URL is right and the server is running, then try again.")

@@ -91,6 +91,10 @@ func TestVerifyAcceptsValidToken(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
+	if ident.AnsweredAt.IsZero() {
+		t.Errorf("AnsweredAt is zero; want the answer's Date")
+	}
+	ident.AnsweredAt = time.Time{}
 	want := connection.Identity{ServerURL: "https://" + mmHost, ServerVersion: "11.4.0",
 		User: connection.MattermostUser{ID: aliceID, Username: "admin", Email: "admin@example.com"}}
 	if ident != want {

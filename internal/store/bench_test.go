@@ -26,7 +26,7 @@ func benchStore(b *testing.B, s *Store) {
 		i := 0
 		for b.Loop() {
 			i++
-			if err := s.Create(ctx, benchConnection(i)); err != nil {
+			if err := s.Create(ctx, benchConnection(i), connection.Change{}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -51,7 +51,7 @@ func benchStore(b *testing.B, s *Store) {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				i := int(n.Add(1)) + 1_000_000
-				if err := s.Create(ctx, benchConnection(i)); err != nil {
+				if err := s.Create(ctx, benchConnection(i), connection.Change{}); err != nil {
 					b.Error(err)
 					return
 				}

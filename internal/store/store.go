@@ -82,6 +82,15 @@ type connectionRow struct {
 	LastErrorCode      *string
 	LastErrorMessage   *string
 	LastErrorAt        *int64
+	LastCheckedAt      *int64
+	NextCheckAt        int64
+	InvalidSince       *int64
+	MattermostTokenID  string
+	EventSeq           int64 `gorm:"<-:create"`
+
+	UpstreamRevocationStatus  *string
+	UpstreamRevocationMessage *string
+	UpstreamRevocationAt      *int64
 }
 
 func (connectionRow) TableName() string { return "connections" }
@@ -120,6 +129,14 @@ func toRow(c connection.Connection) connectionRow {
 		UpdatedAt:          micros(c.UpdatedAt),
 		LastVerifiedAt:     microsPtr(c.LastVerifiedAt),
 		RevokedAt:          microsPtr(c.RevokedAt),
+		LastCheckedAt:      microsPtr(c.LastCheckedAt),
+		NextCheckAt:        micros(c.NextCheckAt),
+		InvalidSince:       microsPtr(c.InvalidSince),
+		MattermostTokenID:  c.TokenID,
+	}
+	if u := c.UpstreamRevocation; u != nil {
+		st := string(u.Status)
+		r.UpstreamRevocationStatus, r.UpstreamRevocationMessage, r.UpstreamRevocationAt = &st, &u.Message, microsPtr(&u.At)
 	}
 	if c.SealedToken != nil {
 		s := string(c.SealedToken)
@@ -145,6 +162,17 @@ func fromRow(r connectionRow) connection.Connection {
 		UpdatedAt:      time.UnixMicro(r.UpdatedAt).UTC(),
 		LastVerifiedAt: timePtr(r.LastVerifiedAt),
 		RevokedAt:      timePtr(r.RevokedAt),
+		LastCheckedAt:  timePtr(r.LastCheckedAt),
+		NextCheckAt:    time.UnixMicro(r.NextCheckAt).UTC(),
+		InvalidSince:   timePtr(r.InvalidSince),
+		TokenID:        r.MattermostTokenID,
+	}
+	if r.UpstreamRevocationStatus != nil && r.UpstreamRevocationAt != nil {
+		c.UpstreamRevocation = &connection.UpstreamRevocation{Status: connection.RevocationStatus(*r.UpstreamRevocationStatus),
+			At: *timePtr(r.UpstreamRevocationAt)}
+		if r.UpstreamRevocationMessage != nil {
+			c.UpstreamRevocation.Message = *r.UpstreamRevocationMessage
+		}
 	}
 	if r.SealedToken != nil {
 		c.SealedToken = []byte(*r.SealedToken)
@@ -176,11 +204,18 @@ func (s *Store) wrap(op string, err error) error {
 }
 
 // Create implements connection.Store.
-func (s *Store) Create(ctx context.Context, c connection.Connection) error {
+func (s *Store) Create(ctx context.Context, c connection.Connection, ch connection.Change) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	row := toRow(c)
-	return s.wrap("create connection", s.db.WithContext(ctx).Create(&row).Error)
+	row.EventSeq = int64(len(ch.Events))
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&row).Error; err != nil {
+			return err
+		}
+		return s.recordChange(tx, c.ID, 1, ch)
+	})
+	return s.wrap("create connection", err)
 }
 
 // Get implements connection.Store.
@@ -240,41 +275,73 @@ func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection
 	return out, nil
 }
 
-// Update implements connection.Store. It names every column, so that a
-// token erased or an error cleared is written as NULL (GORM skips zero
-// values in a struct update).
-func (s *Store) Update(ctx context.Context, c connection.Connection, expect int64) error {
+// Update implements connection.Store. It names every column, so that an
+// error cleared is written as NULL (GORM skips zero values in a struct
+// update).
+func (s *Store) Update(ctx context.Context, c connection.Connection, expect int64, ch connection.Change) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	r := toRow(c)
-	res := s.db.WithContext(ctx).Model(&connectionRow{}).
-		Where("id = ? AND generation = ? AND status <> ?", c.ID, expect, connection.StatusRevoked).
-		Updates(map[string]any{
-			"status":              r.Status,
-			"mattermost_user_id":  r.MattermostUserID,
-			"mattermost_username": r.MattermostUsername,
-			"mattermost_email":    r.MattermostEmail,
-			"server_version":      r.ServerVersion,
-			"token_hint":          r.TokenHint,
-			"sealed_token":        r.SealedToken,
-			"generation":          r.Generation,
-			"updated_at":          r.UpdatedAt,
-			"last_verified_at":    r.LastVerifiedAt,
-			"revoked_at":          r.RevokedAt,
-			"last_error_code":     r.LastErrorCode,
-			"last_error_message":  r.LastErrorMessage,
-			"last_error_at":       r.LastErrorAt,
-		})
-	if res.Error != nil {
-		return s.wrap("update connection", res.Error)
+	cols := map[string]any{
+		"status":                      r.Status,
+		"mattermost_user_id":          r.MattermostUserID,
+		"mattermost_username":         r.MattermostUsername,
+		"mattermost_email":            r.MattermostEmail,
+		"server_version":              r.ServerVersion,
+		"token_hint":                  r.TokenHint,
+		"generation":                  r.Generation,
+		"updated_at":                  r.UpdatedAt,
+		"last_verified_at":            r.LastVerifiedAt,
+		"revoked_at":                  r.RevokedAt,
+		"last_error_code":             r.LastErrorCode,
+		"last_error_message":          r.LastErrorMessage,
+		"last_error_at":               r.LastErrorAt,
+		"last_checked_at":             r.LastCheckedAt,
+		"next_check_at":               r.NextCheckAt,
+		"invalid_since":               r.InvalidSince,
+		"mattermost_token_id":         r.MattermostTokenID,
+		"upstream_revocation_status":  r.UpstreamRevocationStatus,
+		"upstream_revocation_message": r.UpstreamRevocationMessage,
+		"upstream_revocation_at":      r.UpstreamRevocationAt,
+		"event_seq":                   gorm.Expr("event_seq + ?", len(ch.Events)),
 	}
-	if res.RowsAffected == 1 {
-		return nil
+	if c.Generation != expect {
+		// Only a new token or a revoke moves the generation; a status
+		// change never writes the token column.
+		cols["sealed_token"] = r.SealedToken
 	}
-	if _, err := s.Get(ctx, c.ID); err != nil {
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		q := tx.Model(&connectionRow{}).Where("id = ? AND generation = ? AND status <> 'revoked'", c.ID, expect)
+		if r.LastCheckedAt != nil {
+			q = q.Where("(last_checked_at IS NULL OR last_checked_at <= ?)", *r.LastCheckedAt)
+		}
+		res := q.Updates(cols)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected != 1 {
+			var n int64
+			if err := tx.Model(&connectionRow{}).Where("id = ?", c.ID).Count(&n).Error; err != nil {
+				return err
+			}
+			if n == 0 {
+				return connection.ErrNotFound
+			}
+			return fmt.Errorf("update connection %s: changed meanwhile: %w", c.ID, connection.ErrConflict)
+		}
+		if len(ch.Events) == 0 && ch.Revocation == nil {
+			return nil
+		}
+		var seq int64
+		if err := tx.Model(&connectionRow{}).Select("event_seq").Where("id = ?", c.ID).Scan(&seq).Error; err != nil {
+			return err
+		}
+		return s.recordChange(tx, c.ID, seq-int64(len(ch.Events))+1, ch)
+	})
+	if errors.Is(err, connection.ErrNotFound) || errors.Is(err, connection.ErrConflict) {
 		return err
 	}
-	return fmt.Errorf("update connection %s: changed meanwhile: %w", c.ID, connection.ErrConflict)
+	return s.wrap("update connection", err)
 }
 
 // Ping implements connection.Store.

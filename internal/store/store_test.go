@@ -44,7 +44,7 @@ func TestSQLiteReopenKeepsRowsAndSchema(t *testing.T) {
 	}
 	c := connection.Connection{ID: "conn_x", ServerURL: "https://a.example", Status: connection.StatusActive,
 		MattermostUser: connection.MattermostUser{ID: "u"}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
-	if err := s.Create(ctx, c); err != nil {
+	if err := s.Create(ctx, c, connection.Change{}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -94,7 +94,7 @@ func TestSQLiteBusyIsUnavailable(t *testing.T) {
 	}
 	c := connection.Connection{ID: "conn_busy", ServerURL: "https://a.example", Status: connection.StatusActive,
 		MattermostUser: connection.MattermostUser{ID: "u"}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
-	err = s.Create(ctx, c)
+	err = s.Create(ctx, c, connection.Change{})
 	if !errors.Is(err, connection.ErrUnavailable) {
 		t.Fatalf("Create on a locked database: err = %v, want ErrUnavailable", err)
 	}
@@ -117,10 +117,10 @@ func TestSQLLogsCarryNoValues(t *testing.T) {
 		MattermostUser: connection.MattermostUser{ID: "u", Email: "secret-mail@example.com"}, TokenHint: "abcd",
 		SealedToken: []byte("mmc1.SEALEDVALUE"), Generation: 1}
 	ctx := context.Background()
-	if err := s.Create(ctx, c); err != nil {
+	if err := s.Create(ctx, c, connection.Change{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Create(ctx, c); !errors.Is(err, connection.ErrConflict) {
+	if err := s.Create(ctx, c, connection.Change{}); !errors.Is(err, connection.ErrConflict) {
 		t.Fatalf("duplicate Create: %v", err)
 	}
 	if !strings.Contains(logs.String(), "INSERT INTO") {

@@ -66,7 +66,7 @@ func sample(n int, endUser *string) connection.Connection {
 
 func mustCreate(t *testing.T, s connection.Store, c connection.Connection) {
 	t.Helper()
-	if err := s.Create(context.Background(), c); err != nil {
+	if err := s.Create(context.Background(), c, connection.Change{}); err != nil {
 		t.Fatalf("Create(%s): %v", c.ID, err)
 	}
 }
@@ -112,7 +112,7 @@ func testLiveKeyUnique(t *testing.T, s connection.Store) {
 
 	dup := sample(2, nil)
 	dup.MattermostUser.ID = a.MattermostUser.ID
-	if err := s.Create(context.Background(), dup); !errors.Is(err, connection.ErrConflict) {
+	if err := s.Create(context.Background(), dup, connection.Change{}); !errors.Is(err, connection.ErrConflict) {
 		t.Fatalf("second live connection with nil end user: err = %v, want ErrConflict", err)
 	}
 
@@ -122,7 +122,7 @@ func testLiveKeyUnique(t *testing.T, s connection.Store) {
 
 	sameEndUser := sample(3, str("u"))
 	sameEndUser.MattermostUser.ID = a.MattermostUser.ID
-	if err := s.Create(context.Background(), sameEndUser); !errors.Is(err, connection.ErrConflict) {
+	if err := s.Create(context.Background(), sameEndUser, connection.Change{}); !errors.Is(err, connection.ErrConflict) {
 		t.Fatalf("second live connection with same end user: err = %v, want ErrConflict", err)
 	}
 
@@ -131,7 +131,7 @@ func testLiveKeyUnique(t *testing.T, s connection.Store) {
 	revoked.Status, revoked.SealedToken, revoked.Generation = connection.StatusRevoked, nil, 2
 	at := base.Add(time.Hour)
 	revoked.RevokedAt = &at
-	if err := s.Update(context.Background(), revoked, 1); err != nil {
+	if err := s.Update(context.Background(), revoked, 1, connection.Change{}); err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
 	again := sample(4, nil)
@@ -149,7 +149,7 @@ func testConcurrentCreates(t *testing.T, s connection.Store) {
 			defer wg.Done()
 			c := sample(10+i, str("racer"))
 			c.MattermostUser.ID = "same-user"
-			errs[i] = s.Create(context.Background(), c)
+			errs[i] = s.Create(context.Background(), c, connection.Change{})
 		}()
 	}
 	wg.Wait()
@@ -198,12 +198,12 @@ func testUpdateConditional(t *testing.T, s connection.Store) {
 
 	stale := c
 	stale.Generation = 3
-	if err := s.Update(ctx, stale, 2); !errors.Is(err, connection.ErrConflict) {
+	if err := s.Update(ctx, stale, 2, connection.Change{}); !errors.Is(err, connection.ErrConflict) {
 		t.Fatalf("Update with wrong generation: err = %v, want ErrConflict", err)
 	}
 	unknown := c
 	unknown.ID = "conn_unknown"
-	if err := s.Update(ctx, unknown, 1); !errors.Is(err, connection.ErrNotFound) {
+	if err := s.Update(ctx, unknown, 1, connection.Change{}); !errors.Is(err, connection.ErrNotFound) {
 		t.Fatalf("Update unknown: err = %v, want ErrNotFound", err)
 	}
 
@@ -212,7 +212,7 @@ func testUpdateConditional(t *testing.T, s connection.Store) {
 	next.TokenHint = "abcd"
 	next.SealedToken = []byte("mmc1.0000.new")
 	next.UpdatedAt = base.Add(time.Minute)
-	if err := s.Update(ctx, next, 1); err != nil {
+	if err := s.Update(ctx, next, 1, connection.Change{}); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
 	got, _ := s.Get(ctx, c.ID)
@@ -220,13 +220,13 @@ func testUpdateConditional(t *testing.T, s connection.Store) {
 
 	revoked := next
 	revoked.Status, revoked.SealedToken, revoked.Generation = connection.StatusRevoked, nil, 3
-	if err := s.Update(ctx, revoked, 2); err != nil {
+	if err := s.Update(ctx, revoked, 2, connection.Change{}); err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
 	revive := revoked
 	revive.Status = connection.StatusActive
 	revive.SealedToken = []byte("mmc1.0000.again")
-	if err := s.Update(ctx, revive, 3); !errors.Is(err, connection.ErrConflict) {
+	if err := s.Update(ctx, revive, 3, connection.Change{}); !errors.Is(err, connection.ErrConflict) {
 		t.Fatalf("Update of a revoked connection: err = %v, want ErrConflict", err)
 	}
 	got, _ = s.Get(ctx, c.ID)
@@ -244,7 +244,7 @@ func testUpdateClears(t *testing.T, s connection.Store) {
 	upd.LastError = nil
 	upd.LastVerifiedAt = nil
 	upd.ServerVersion = ""
-	if err := s.Update(ctx, upd, 1); err != nil {
+	if err := s.Update(ctx, upd, 1, connection.Change{}); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := s.Get(ctx, c.ID)
@@ -308,7 +308,7 @@ func testList(t *testing.T, s connection.Store) {
 	}
 	invalid := all[2]
 	invalid.Status, invalid.Generation = connection.StatusInvalid, 2
-	if err := s.Update(ctx, invalid, 1); err != nil {
+	if err := s.Update(ctx, invalid, 1, connection.Change{}); err != nil {
 		t.Fatal(err)
 	}
 	st := connection.StatusInvalid

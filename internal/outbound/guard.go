@@ -1,4 +1,4 @@
-package mattermost
+package outbound
 
 import (
 	"context"
@@ -123,6 +123,17 @@ func (g *guard) permits(addr netip.Addr) bool {
 	return addr.IsGlobalUnicast()
 }
 
+// Fence is the address rule alone, for refusing a host before any network
+// call; the dialer of a fenced client applies the same rule again.
+type Fence struct{ g *guard }
+
+// NewFence builds the rule with the operator's allowed ranges.
+func NewFence(allowed []netip.Prefix) Fence { return Fence{g: &guard{allowed: allowed}} }
+
+// CheckHost returns a *RefusedError for an IP literal in a refused range or
+// a name that is loopback by definition (RFC 6761).
+func (f Fence) CheckHost(host string) error { return f.g.checkHost(host) }
+
 // checkHost refuses, before any network call, a host that is an IP literal
 // in a refused range or a name that is loopback by definition (RFC 6761).
 func (g *guard) checkHost(host string) error {
@@ -204,8 +215,9 @@ func (g *guard) control(network, address string, _ syscall.RawConn) error {
 	return nil
 }
 
-// isRefused reports whether err comes from the guard.
-func isRefused(err error) bool {
+// IsRefused reports whether err comes from the fence: a host or address
+// that may not be called.
+func IsRefused(err error) bool {
 	var re *RefusedError
 	return errors.As(err, &re)
 }
