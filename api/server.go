@@ -56,8 +56,8 @@ type Deps struct {
 	// Webhooks, when nil, makes the webhook routes answer 409
 	// webhooks_disabled.
 	Webhooks Webhooks
-	APIKeys     *secret.KeySet
-	Logger      *slog.Logger
+	APIKeys  *secret.KeySet
+	Logger   *slog.Logger
 	// OpenAPI is the contract, served at /openapi.yaml.
 	OpenAPI []byte
 	// PublicURL is where browsers reach this service (connect_url).
