@@ -418,13 +418,16 @@ func (s *Service) RecheckDue(ctx context.Context) (int, error) {
 		mu.Unlock()
 	}
 	for _, c := range due {
+		// Take a slot first, so a 429 met by a check still in flight holds
+		// back the checks after it.
+		sem <- struct{}{}
 		if until, held := s.heldUntil(c.ServerURL, now); held {
+			<-sem
 			if err := s.store.Reschedule(ctx, c.ID, until.Add(rand.N(time.Second))); err != nil && !errors.Is(err, ErrNotFound) {
 				fail(err)
 			}
 			continue
 		}
-		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()

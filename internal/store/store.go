@@ -86,7 +86,7 @@ type connectionRow struct {
 	NextCheckAt        int64
 	InvalidSince       *int64
 	MattermostTokenID  string
-	EventSeq           int64 `gorm:"<-:create"`
+	EventSeq           int64
 
 	UpstreamRevocationStatus  *string
 	UpstreamRevocationMessage *string

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 //go:embed testdata/*.http
@@ -62,14 +63,30 @@ type User struct {
 	ID       string
 	Username string
 	Email    string
+	// NoRevokeRole: the account may not revoke its own tokens (a plain
+	// user without the personal access token role, capture 18a).
+	NoRevokeRole bool
 }
 
-// Server answers GET /api/v4/users/me like Mattermost.
+// pat is one personal access token: its id, its owner, and the session
+// Mattermost makes on its first use (zero until then).
+type pat struct {
+	id      string
+	user    User
+	session time.Time
+}
+
+// Server answers like Mattermost: GET /api/v4/users/me, GET
+// /api/v4/users/me/sessions and POST /api/v4/users/tokens/revoke.
 type Server struct {
 	*httptest.Server
 	mu       sync.Mutex
-	tokens   map[string]User
+	tokens   map[string]*pat
 	requests atomic.Int64
+	// paths counts requests per path.
+	paths sync.Map
+	// revokes counts revoke calls.
+	revokes atomic.Int64
 	// Override, when set, answers every request instead (failure modes).
 	override atomic.Pointer[http.HandlerFunc]
 	subpath  atomic.Pointer[string]
@@ -82,17 +99,38 @@ func (s *Server) ServeUnder(subpath string) { s.subpath.Store(&subpath) }
 
 // NewServer starts a TLS fake; it is closed when the test ends.
 func NewServer(t testing.TB) *Server {
-	s := &Server{tokens: map[string]User{}}
+	s := &Server{tokens: map[string]*pat{}}
 	s.Server = httptest.NewTLSServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
 }
 
-// AddToken makes token valid for u.
+// AddToken makes token valid for u; its token id is derived from it
+// (TokenIDOf).
 func (s *Server) AddToken(token string, u User) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.tokens[token] = u
+	s.tokens[token] = &pat{id: TokenIDOf(token), user: u}
+}
+
+// TokenIDOf is the id the fake gives token: the token reversed, so it is
+// a valid id and plainly not the token.
+func TokenIDOf(token string) string {
+	b := []byte(token)
+	for i, j := 0, len(b)-1; i < j; i, j = i+1, j-1 {
+		b[i], b[j] = b[j], b[i]
+	}
+	return string(b)
+}
+
+// UseToken records a first use of token at t, as if it had been used
+// before mmconnect saw it (its session exists already).
+func (s *Server) UseToken(token string, t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.tokens[token]; p != nil {
+		p.session = t
+	}
 }
 
 // RevokeToken makes token answer 401 like a revoked token does.
@@ -101,6 +139,24 @@ func (s *Server) RevokeToken(token string) {
 	defer s.mu.Unlock()
 	delete(s.tokens, token)
 }
+
+// HasToken tells whether token still works.
+func (s *Server) HasToken(token string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tokens[token] != nil
+}
+
+// PathRequests counts requests to path.
+func (s *Server) PathRequests(path string) int64 {
+	if v, ok := s.paths.Load(path); ok {
+		return v.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+// Revokes counts calls of POST /api/v4/users/tokens/revoke.
+func (s *Server) Revokes() int64 { return s.revokes.Load() }
 
 // Override makes every request answer with h (nil restores Mattermost).
 func (s *Server) Override(h http.HandlerFunc) {
@@ -127,6 +183,8 @@ func (s *Server) CAFile(t testing.TB) string {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
+	counter, _ := s.paths.LoadOrStore(r.URL.Path, new(atomic.Int64))
+	counter.(*atomic.Int64).Add(1)
 	if h := s.override.Load(); h != nil {
 		(*h)(w, r)
 		return
@@ -142,7 +200,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "<a href=\"%s\">Found</a>.\n\n", prefix+r.URL.Path)
 		return
 	}
-	if r.URL.Path != prefix+"/api/v4/users/me" {
+	path, ok := strings.CutPrefix(r.URL.Path, prefix+"/api/v4/")
+	if !ok {
 		http.NotFound(w, r)
 		return
 	}
@@ -155,21 +214,105 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		LoadCapture("09-users-me-no-auth").Write(w)
 		return
 	}
+	// Like Mattermost, the first use of a token makes its session; the
+	// answer's Date is the same clock.
+	now := time.Now().UTC()
+	w.Header().Set("Date", now.Format(http.TimeFormat))
 	s.mu.Lock()
-	u, ok := s.tokens[token]
+	p := s.tokens[token]
+	var tok pat
+	if p != nil {
+		if p.session.IsZero() {
+			p.session = now
+		}
+		tok = *p
+	}
 	s.mu.Unlock()
-	if !ok {
+	if p == nil {
 		LoadCapture("08-users-me-garbage-26char").Write(w)
 		return
 	}
-	c := LoadCapture("05-users-me-valid-bearer")
-	var user map[string]any
-	if err := json.Unmarshal(c.Body, &user); err != nil {
+	switch {
+	case path == "users/me" && r.Method == http.MethodGet:
+		c := LoadCapture("05-users-me-valid-bearer")
+		var user map[string]any
+		if err := json.Unmarshal(c.Body, &user); err != nil {
+			panic(err)
+		}
+		user["id"], user["username"], user["email"] = tok.user.ID, tok.user.Username, tok.user.Email
+		c.Body, _ = json.Marshal(user)
+		c.Write(w)
+	case path == "users/me/sessions" && r.Method == http.MethodGet:
+		s.writeSessions(w, tok.user.ID)
+	case path == "users/tokens/revoke" && r.Method == http.MethodPost:
+		s.revoke(w, r, tok)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// writeSessions answers like capture 11: the account's sessions, one per
+// used token plus a web login whose csrf secret must never leave mmconnect.
+func (s *Server) writeSessions(w http.ResponseWriter, userID string) {
+	c := LoadCapture("11-users-me-sessions-with-pat")
+	var captured []map[string]any
+	if err := json.Unmarshal(c.Body, &captured); err != nil {
 		panic(err)
 	}
-	user["id"], user["username"], user["email"] = u.ID, u.Username, u.Email
-	c.Body, _ = json.Marshal(user)
+	patTemplate, web := captured[0], captured[1]
+	var out []map[string]any
+	s.mu.Lock()
+	for _, p := range s.tokens {
+		if p.user.ID != userID || p.session.IsZero() {
+			continue
+		}
+		sess := map[string]any{}
+		for k, v := range patTemplate {
+			sess[k] = v
+		}
+		sess["id"], sess["user_id"], sess["create_at"] = TokenIDOf(p.id), userID, p.session.UnixMilli()
+		sess["props"] = map[string]any{"is_guest": "false", "type": "UserAccessToken", "user_access_token_id": p.id}
+		out = append(out, sess)
+	}
+	s.mu.Unlock()
+	web["user_id"] = userID
+	out = append(out, web)
+	c.Body, _ = json.Marshal(out)
 	c.Write(w)
+}
+
+// WebSessionCSRF is the csrf secret in the fake's web session: it must
+// never appear in mmconnect's logs, database or answers.
+const WebSessionCSRF = "djcscy7iibgh3ddf78b4ia9tcw"
+
+// revoke answers POST /api/v4/users/tokens/revoke like captures 14, 18a and
+// 13a.
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request, caller pat) {
+	s.revokes.Add(1)
+	var body struct {
+		TokenID string `json:"token_id"`
+	}
+	_ = json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body)
+	if caller.user.NoRevokeRole {
+		LoadCapture("18a-self-revoke-without-role").Write(w)
+		return
+	}
+	s.mu.Lock()
+	found := ""
+	for t, p := range s.tokens {
+		if p.id == body.TokenID && p.user.ID == caller.user.ID {
+			found = t
+		}
+	}
+	if found != "" {
+		delete(s.tokens, found)
+	}
+	s.mu.Unlock()
+	if found == "" {
+		LoadCapture("13a-revoke-bogus-id-to-log-audit").Write(w)
+		return
+	}
+	LoadCapture("14-self-revoke-pat").Write(w)
 }
 
 // bearer reads "Bearer <t>" (any case) or "Token <t>", as Mattermost does.
