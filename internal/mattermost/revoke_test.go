@@ -23,9 +23,9 @@ func TestPickTokenID(t *testing.T) {
 		want     string
 	}{
 		{"the only token session", []session{web, pat(a, first.Add(-time.Hour))}, first, a},
-		{"only one made in this second", []session{pat(b, first.Add(-time.Hour)), pat(a, first.Add(559 * time.Millisecond))}, first, a},
-		{"two made in this second", []session{pat(b, first.Add(10 * time.Millisecond)), pat(a, first.Add(559 * time.Millisecond))}, first, ""},
-		{"none made in this second", []session{pat(b, first.Add(-time.Hour)), pat(a, first.Add(-2 * time.Hour))}, first, ""},
+		{"only one made in this second", []session{pat(b, first.Add(-time.Hour)), pat(a, first.Add(559*time.Millisecond))}, first, a},
+		{"two made in this second", []session{pat(b, first.Add(10*time.Millisecond)), pat(a, first.Add(559*time.Millisecond))}, first, ""},
+		{"none made in this second", []session{pat(b, first.Add(-time.Hour)), pat(a, first.Add(-2*time.Hour))}, first, ""},
 		{"server sent no Date", []session{pat(b, first), pat(a, first)}, time.Time{}, ""},
 		{"no token session", []session{web}, first, ""},
 		{"an id that is not Mattermost's", []session{pat("../../admin", first)}, first, ""},
