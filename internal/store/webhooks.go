@@ -76,6 +76,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, lease time.Time, o
 		"last_response_status": o.ResponseStatus,
 		"last_error":           o.Error,
 		"next_attempt_at":      micros(o.NextAttemptAt),
+		"deadline":             micros(o.Deadline),
 	}
 	if o.Status != webhook.StatusPending {
 		cols["settled_at"] = micros(o.At)

@@ -153,7 +153,12 @@ func (s *Service) attempt(ctx context.Context, d Delivery, lease time.Time) erro
 	}
 	status, sendErr := s.send(ctx, d.Event.ID, body)
 	now := connection.Truncate(s.opts.Now())
-	o := Outcome{At: now, ResponseStatus: status}
+	o := Outcome{At: now, ResponseStatus: status, Deadline: d.Deadline}
+	if d.Attempts == 0 {
+		// The retry window starts with the first attempt, so an event that
+		// waited behind an earlier one of its connection gets all of it.
+		o.Deadline = now.Add(RetryWindow)
+	}
 	switch {
 	case sendErr == nil:
 		o.Status, o.NextAttemptAt = StatusDelivered, now
@@ -161,10 +166,10 @@ func (s *Service) attempt(ctx context.Context, d Delivery, lease time.Time) erro
 		o.Error = sendErr.Error()
 		next := now.Add(backoff(d.Attempts))
 		switch {
-		case !now.Before(d.Deadline):
+		case !now.Before(o.Deadline):
 			o.Status, o.NextAttemptAt = StatusFailed, now
-		case next.After(d.Deadline):
-			o.Status, o.NextAttemptAt = StatusPending, d.Deadline
+		case next.After(o.Deadline):
+			o.Status, o.NextAttemptAt = StatusPending, o.Deadline
 		default:
 			o.Status, o.NextAttemptAt = StatusPending, next
 		}

@@ -48,7 +48,8 @@ type Delivery struct {
 	Attempts     int
 	// NextAttemptAt is when a pending delivery is tried (again).
 	NextAttemptAt time.Time
-	// Deadline is when a pending delivery stops being retried.
+	// Deadline is when a pending delivery stops being retried: RetryWindow
+	// after its first attempt.
 	Deadline time.Time
 	// LastAttemptAt, LastResponseStatus (0: no answer) and LastError
 	// describe the newest attempt.
@@ -67,6 +68,8 @@ type Outcome struct {
 	// Status is delivered, failed, or pending with NextAttemptAt.
 	Status        Status
 	NextAttemptAt time.Time
+	// Deadline is when retries stop (set from the first attempt on).
+	Deadline time.Time
 }
 
 // ListFilter narrows and pages a listing, newest first.
