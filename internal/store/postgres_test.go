@@ -82,3 +82,7 @@ func TestPostgresStatementTimeoutIsUnavailable(t *testing.T) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
 }
+
+func TestPostgresOutboxContract(t *testing.T) {
+	storetest.RunOutbox(t, func(t *testing.T) storetest.Outbox { return openTestPostgres(t, storetest.PostgresURL(t)) })
+}

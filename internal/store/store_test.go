@@ -132,3 +132,7 @@ func TestSQLLogsCarryNoValues(t *testing.T) {
 		}
 	}
 }
+
+func TestSQLiteOutboxContract(t *testing.T) {
+	storetest.RunOutbox(t, func(t *testing.T) storetest.Outbox { return openTestSQLite(t) })
+}

@@ -28,8 +28,9 @@ func (s *Store) AddDelivery(ctx context.Context, d webhook.Delivery) error {
 }
 
 // claimQuery finds due pending events that are first in their
-// connection's queue; it is written to match webhook_events_due and
-// webhook_events_queue (the literal status is their predicate).
+// connection's queue; it is written to match webhook_events_due
+// (status, next_attempt_at) and webhook_events_queue (whose predicate is
+// the literal status).
 const claimQuery = `SELECT * FROM webhook_events e
 	WHERE e.status = 'pending' AND e.next_attempt_at <= ?
 	  AND NOT EXISTS (SELECT 1 FROM webhook_events p

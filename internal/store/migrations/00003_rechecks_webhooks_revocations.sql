@@ -40,8 +40,9 @@ CREATE TABLE webhook_events (
     created_at           BIGINT  NOT NULL,
     settled_at           BIGINT
 );
--- The dispatcher's query: due pending events, and each connection's queue.
-CREATE INDEX webhook_events_due ON webhook_events (next_attempt_at) WHERE status = 'pending';
+-- The dispatcher's query: due pending events (status first, so the planner
+-- prefers it over the listing index by status), and each connection's queue.
+CREATE INDEX webhook_events_due ON webhook_events (status, next_attempt_at);
 CREATE INDEX webhook_events_queue ON webhook_events (connection_id, sequence) WHERE status = 'pending';
 -- Listing, newest first, overall and by status; pruning settled events.
 CREATE INDEX webhook_events_created ON webhook_events (created_at DESC, id DESC);

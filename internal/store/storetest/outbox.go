@@ -1,0 +1,306 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/webhook"
+)
+
+// Outbox is a store of connections that also keeps their events.
+type Outbox interface {
+	connection.Store
+	webhook.Store
+}
+
+// RunOutbox runs the contract of what changes record beside a connection
+// (events, pending revocations), the re-check claims and the delivery
+// queue, against stores made by newStore.
+func RunOutbox(t *testing.T, newStore func(t *testing.T) Outbox) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s Outbox)
+	}{
+		{"EventsNumberedPerConnection", testEventsNumbered},
+		{"ConflictWritesNoEvent", testConflictWritesNoEvent},
+		{"StatusChangeKeepsToken", testStatusChangeKeepsToken},
+		{"OlderCheckRefused", testOlderCheckRefused},
+		{"ClaimDueOnce", testClaimDueOnce},
+		{"DeliveryQueueOrder", testDeliveryQueueOrder},
+		{"RevocationsAndPurge", testRevocationsAndPurge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
+	}
+}
+
+func event(typ connection.EventType, c connection.Connection) connection.Event {
+	return connection.Event{ID: connection.NewEventID(), Type: typ, At: c.UpdatedAt, Connection: connection.Snapshot(c)}
+}
+
+// events lists a connection's events by sequence.
+func events(t *testing.T, s Outbox, connID string) []webhook.Delivery {
+	t.Helper()
+	all, err := s.ListDeliveries(context.Background(), webhook.ListFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []webhook.Delivery
+	for _, d := range all {
+		if d.ConnectionID == connID {
+			out = append(out, d)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Event.Sequence < out[j].Event.Sequence })
+	return out
+}
+
+func testEventsNumbered(t *testing.T, s Outbox) {
+	ctx := context.Background()
+	c := sample(1, str("u"))
+	if err := s.Create(ctx, c, connection.Change{Events: []connection.Event{event(connection.EventCreated, c)}}); err != nil {
+		t.Fatal(err)
+	}
+	quiet := c
+	quiet.UpdatedAt = c.UpdatedAt.Add(time.Second)
+	if err := s.Update(ctx, quiet, 1, connection.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	inv := quiet
+	inv.Status = connection.StatusInvalid
+	if err := s.Update(ctx, inv, 1, connection.Change{Events: []connection.Event{event(connection.EventInvalid, inv)}}); err != nil {
+		t.Fatal(err)
+	}
+	rev := inv
+	rev.Status, rev.SealedToken, rev.Generation = connection.StatusRevoked, nil, 2
+	if err := s.Update(ctx, rev, 1, connection.Change{Events: []connection.Event{event(connection.EventRevoked, rev)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, rev, connection.Change{Events: []connection.Event{event(connection.EventDeleted, rev)}}); err != nil {
+		t.Fatal(err)
+	}
+	got := events(t, s, c.ID)
+	want := []connection.EventType{connection.EventCreated, connection.EventInvalid, connection.EventRevoked, connection.EventDeleted}
+	if len(got) != len(want) {
+		t.Fatalf("%d events, want %d", len(got), len(want))
+	}
+	for i, d := range got {
+		if d.Event.Type != want[i] || d.Event.Sequence != int64(i+1) || d.Status != webhook.StatusPending {
+			t.Errorf("event %d: %s #%d %s; want %s #%d pending", i, d.Event.Type, d.Event.Sequence, d.Status, want[i], i+1)
+		}
+		if d.Event.Connection.ID != c.ID || d.Event.Connection.SealedToken != nil {
+			t.Errorf("event %d snapshot: id %s, token kept %v", i, d.Event.Connection.ID, d.Event.Connection.SealedToken != nil)
+		}
+	}
+	if got[1].Event.Connection.Status != connection.StatusInvalid {
+		t.Errorf("the invalid event's snapshot has status %s", got[1].Event.Connection.Status)
+	}
+	if _, err := s.Get(ctx, c.ID); !errors.Is(err, connection.ErrNotFound) {
+		t.Fatalf("Get after Delete: %v, want ErrNotFound", err)
+	}
+}
+
+func testConflictWritesNoEvent(t *testing.T, s Outbox) {
+	ctx := context.Background()
+	c := sample(1, nil)
+	mustCreate(t, s, c)
+	stale := c
+	stale.Status = connection.StatusInvalid
+	err := s.Update(ctx, stale, 7, connection.Change{Events: []connection.Event{event(connection.EventInvalid, stale)}})
+	if !errors.Is(err, connection.ErrConflict) {
+		t.Fatalf("stale update: %v, want ErrConflict", err)
+	}
+	if got := events(t, s, c.ID); len(got) != 0 {
+		t.Fatalf("a refused change left %d events", len(got))
+	}
+	if err := s.Delete(ctx, c, connection.Change{Events: []connection.Event{event(connection.EventDeleted, c)}}); !errors.Is(err, connection.ErrConflict) {
+		t.Fatalf("Delete of a live connection: %v, want ErrConflict", err)
+	}
+	if got := events(t, s, c.ID); len(got) != 0 {
+		t.Fatalf("a refused delete left %d events", len(got))
+	}
+}
+
+func testStatusChangeKeepsToken(t *testing.T, s Outbox) {
+	ctx := context.Background()
+	c := sample(1, nil)
+	mustCreate(t, s, c)
+	upd := c
+	upd.Status = connection.StatusInvalid
+	upd.SealedToken = []byte("mmc1.0000.an-old-ciphertext")
+	if err := s.Update(ctx, upd, c.Generation, connection.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Get(ctx, c.ID)
+	if string(got.SealedToken) != string(c.SealedToken) || got.Status != connection.StatusInvalid {
+		t.Fatalf("a status change wrote the token column (%q) or lost the status (%s)", got.SealedToken, got.Status)
+	}
+}
+
+func testOlderCheckRefused(t *testing.T, s Outbox) {
+	ctx := context.Background()
+	c := sample(1, nil)
+	newer := base.Add(time.Hour)
+	c.LastCheckedAt = &newer
+	mustCreate(t, s, c)
+	older := base.Add(time.Minute)
+	upd := c
+	upd.LastCheckedAt = &older
+	upd.Status = connection.StatusInvalid
+	if err := s.Update(ctx, upd, c.Generation, connection.Change{}); !errors.Is(err, connection.ErrConflict) {
+		t.Fatalf("a check older than the stored one: %v, want ErrConflict", err)
+	}
+	same := c
+	same.ServerVersion = "11.5.0"
+	if err := s.Update(ctx, same, c.Generation, connection.Change{}); err != nil {
+		t.Fatalf("a write with the stored last_checked_at: %v", err)
+	}
+}
+
+func testClaimDueOnce(t *testing.T, s Outbox) {
+	ctx := context.Background()
+	const n = 12
+	for i := range n {
+		c := sample(i, str("u"))
+		c.MattermostUser.ID = c.ID
+		c.NextCheckAt = base.Add(time.Duration(i) * time.Minute)
+		mustCreate(t, s, c)
+	}
+	future := sample(100, str("future"))
+	future.NextCheckAt = base.Add(time.Hour)
+	mustCreate(t, s, future)
+	revoked := sample(101, str("revoked"))
+	revoked.Status, revoked.SealedToken = connection.StatusRevoked, nil
+	mustCreate(t, s, revoked)
+
+	now := base.Add(30 * time.Minute)
+	next := func() time.Time { return base.Add(2 * time.Hour) }
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				cs, err := s.ClaimDue(ctx, now, 5, next)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(cs) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, c := range cs {
+					seen[c.ID]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("claimed %d distinct connections, want %d", len(seen), n)
+	}
+	for id, k := range seen {
+		if k != 1 {
+			t.Errorf("%s claimed %d times", id, k)
+		}
+	}
+	if cs, _ := s.ClaimDue(ctx, now, 100, next); len(cs) != 0 {
+		t.Fatalf("claimed again in the same round: %d", len(cs))
+	}
+	first := sample(0, str("u"))
+	got, _ := s.Get(ctx, first.ID)
+	if !got.NextCheckAt.Equal(next()) {
+		t.Fatalf("a claim set next_check_at %v, want %v", got.NextCheckAt, next())
+	}
+}
+
+func testDeliveryQueueOrder(t *testing.T, s Outbox) {
+	ctx := context.Background()
+	c := sample(1, nil)
+	e1, e2 := event(connection.EventCreated, c), event(connection.EventInvalid, c)
+	if err := s.Create(ctx, c, connection.Change{Events: []connection.Event{e1, e2}}); err != nil {
+		t.Fatal(err)
+	}
+	other := sample(2, str("x"))
+	if err := s.Create(ctx, other, connection.Change{Events: []connection.Event{event(connection.EventCreated, other)}}); err != nil {
+		t.Fatal(err)
+	}
+	now := base.Add(time.Hour)
+	lease := now.Add(time.Minute)
+	ds, err := s.ClaimDeliveries(ctx, now, 10, lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 2 {
+		t.Fatalf("claimed %d deliveries, want 2 (each connection's first)", len(ds))
+	}
+	for _, d := range ds {
+		if d.Event.ID == e2.ID {
+			t.Fatal("the second event of a connection was claimed while the first was pending")
+		}
+	}
+	if again, _ := s.ClaimDeliveries(ctx, now, 10, lease); len(again) != 0 {
+		t.Fatalf("claimed leased deliveries again: %d", len(again))
+	}
+	if err := s.RecordAttempt(ctx, e1.ID, lease, webhook.Outcome{At: now, ResponseStatus: 204, Status: webhook.StatusDelivered, NextAttemptAt: now, Deadline: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordAttempt(ctx, e1.ID, lease, webhook.Outcome{At: now, Status: webhook.StatusFailed}); !errors.Is(err, webhook.ErrNotFound) {
+		t.Fatalf("recording on a settled delivery: %v, want ErrNotFound", err)
+	}
+	next, _ := s.ClaimDeliveries(ctx, now, 10, lease)
+	if len(next) != 1 || next[0].Event.ID != e2.ID || next[0].Event.Sequence != 2 {
+		t.Fatalf("after the first was delivered, claimed %+v; want the second", next)
+	}
+}
+
+func testRevocationsAndPurge(t *testing.T, s Outbox) {
+	ctx := context.Background()
+	c := sample(1, nil)
+	mustCreate(t, s, c)
+	at := base.Add(time.Hour)
+	rev := c
+	rev.Status, rev.SealedToken, rev.Generation, rev.RevokedAt = connection.StatusRevoked, nil, 2, &at
+	rev.UpstreamRevocation = &connection.UpstreamRevocation{Status: connection.RevocationPending, Message: "trying", At: at}
+	p := connection.PendingRevocation{ConnectionID: c.ID, ServerURL: c.ServerURL, TokenID: "tokenid", SealedToken: c.SealedToken,
+		CreatedAt: at, NextAttemptAt: at.Add(time.Minute)}
+	if err := s.Update(ctx, rev, 1, connection.Change{Revocation: &p}); err != nil {
+		t.Fatal(err)
+	}
+	if cs, _ := s.Purgeable(ctx, at.Add(time.Hour), 10); len(cs) != 0 {
+		t.Fatal("a connection with a pending revocation is purgeable")
+	}
+	if ps, _ := s.ClaimRevocations(ctx, at, 10, at.Add(time.Hour)); len(ps) != 0 {
+		t.Fatal("a revocation was claimed before it was due")
+	}
+	ps, err := s.ClaimRevocations(ctx, at.Add(time.Minute), 10, at.Add(time.Hour))
+	if err != nil || len(ps) != 1 || string(ps[0].SealedToken) != string(c.SealedToken) || ps[0].TokenID != "tokenid" {
+		t.Fatalf("ClaimRevocations = %+v, %v", ps, err)
+	}
+	done := connection.UpstreamRevocation{Status: connection.RevocationRevoked, Message: "ok", At: at.Add(2 * time.Minute)}
+	if err := s.SettleRevocation(ctx, c.ID, done, true, 1, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SettleRevocation(ctx, c.ID, done, true, 1, time.Time{}); !errors.Is(err, connection.ErrNotFound) {
+		t.Fatalf("settling twice: %v, want ErrNotFound", err)
+	}
+	got, _ := s.Get(ctx, c.ID)
+	if got.UpstreamRevocation == nil || *got.UpstreamRevocation != done {
+		t.Fatalf("upstream_revocation = %+v, want %+v", got.UpstreamRevocation, done)
+	}
+	if cs, _ := s.Purgeable(ctx, at, 10); len(cs) != 0 {
+		t.Fatal("a connection revoked after the cutoff is purgeable")
+	}
+	if cs, _ := s.Purgeable(ctx, at.Add(time.Second), 10); len(cs) != 1 || cs[0].ID != c.ID {
+		t.Fatalf("Purgeable = %d connections, want the revoked one", len(cs))
+	}
+}
