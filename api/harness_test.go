@@ -27,9 +27,11 @@ import (
 	"github.com/mmconnect/mmconnect/internal/logtest"
 	"github.com/mmconnect/mmconnect/internal/mattermost"
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
+	"github.com/mmconnect/mmconnect/internal/outbound"
 	"github.com/mmconnect/mmconnect/internal/secret"
 	"github.com/mmconnect/mmconnect/internal/session"
 	"github.com/mmconnect/mmconnect/internal/store"
+	"github.com/mmconnect/mmconnect/internal/webhook"
 )
 
 // contract is openapi.yaml, loaded and validated once for all tests.
@@ -61,6 +63,9 @@ type harness struct {
 	// publicURL is what the API was told; lastConnectURL the newest session's page.
 	publicURL      string
 	lastConnectURL string
+	// hooks delivers to receiver, when webhooks are on.
+	hooks    *webhook.Service
+	receiver *httptest.Server
 	now            time.Time
 	clockMu        sync.Mutex
 	// secrets are strings that must never appear in a log line.
@@ -80,7 +85,11 @@ const (
 type harnessOptions struct {
 	publicURL string
 	origins   []string
+	// noWebhooks leaves MMCONNECT_WEBHOOK_URL unset.
+	noWebhooks bool
 }
+
+const testWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
@@ -95,7 +104,7 @@ func newHarnessWith(t testing.TB, opts harnessOptions) *harness {
 	h.mm.AddToken(tokenA, mattermosttest.User{ID: userA, Username: "alice", Email: "alice@example.com"})
 	h.mm.AddToken(tokenA2, mattermosttest.User{ID: userA, Username: "alice", Email: "alice@example.com"})
 	h.mm.AddToken(tokenB, mattermosttest.User{ID: userB, Username: "bob", Email: "bob@example.com"})
-	h.secrets = []string{tokenA, tokenA2, tokenB, unknownT, h.key}
+	h.secrets = []string{tokenA, tokenA2, tokenB, unknownT, h.key, mattermosttest.WebSessionCSRF, testWebhookSecret}
 
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(h.dataDir, "mmconnect.db"), log)
@@ -113,10 +122,28 @@ func newHarnessWith(t testing.TB, opts harnessOptions) *harness {
 	}
 	verifier := mattermost.New(mattermost.Options{Timeout: 2 * time.Second, RootCAs: pool,
 		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
-	svc := connection.NewService(st, verifier, sealer, connection.WithClock(h.clock))
+	svc := connection.NewService(st, verifier, sealer, connection.WithClock(h.clock),
+		connection.WithRevoker(verifier, true), connection.WithEvents(!opts.noWebhooks))
 	h.sessions = session.NewService(st, 30*time.Minute, h.clock)
-	h.handler = api.NewServer(api.Deps{Connections: svc, Sessions: h.sessions, APIKeys: secret.NewKeySet([]string{h.key}),
-		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: opts.publicURL, AllowedOrigins: opts.origins})
+	deps := api.Deps{Connections: svc, Sessions: h.sessions, APIKeys: secret.NewKeySet([]string{h.key}),
+		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: opts.publicURL, AllowedOrigins: opts.origins}
+	if !opts.noWebhooks {
+		h.receiver = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusNoContent)
+		}))
+		t.Cleanup(h.receiver.Close)
+		keys, err := webhook.Secrets(testWebhookSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.hooks, err = webhook.NewService(st, webhook.Options{URL: h.receiver.URL, Secrets: keys, Render: api.WebhookBody,
+			Now: h.clock, Client: outbound.NewClient(outbound.Options{Timeout: time.Second})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deps.Webhooks = h.hooks
+	}
+	h.handler = api.NewServer(deps)
 
 	doc, err := contract()
 	if err != nil {

@@ -174,9 +174,8 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		log.Warn("MMCONNECT_PUBLIC_URL is plain http:// to another host: personal access tokens typed into the Connect page would cross the network in clear; use https://",
 			"public_url", cfg.PublicURL)
 	}
-	handler := api.NewServer(api.Deps{
+	deps := api.Deps{
 		Connections:    svc,
-		Webhooks:       hooks,
 		Sessions:       session.NewService(st, cfg.SessionTTL, nil),
 		APIKeys:        secret.NewKeySet(apiKeys),
 		Logger:         log,
@@ -184,7 +183,11 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		PublicURL:      cfg.PublicURL,
 		AllowedOrigins: cfg.AllowedOrigins,
 		AllowHTTP:      cfg.AllowHTTP,
-	})
+	}
+	if hooks.Enabled() {
+		deps.Webhooks = hooks
+	}
+	handler := api.NewServer(deps)
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
