@@ -66,8 +66,8 @@ type harness struct {
 	// hooks delivers to receiver, when webhooks are on.
 	hooks    *webhook.Service
 	receiver *httptest.Server
-	now            time.Time
-	clockMu        sync.Mutex
+	now      time.Time
+	clockMu  sync.Mutex
 	// secrets are strings that must never appear in a log line.
 	secrets []string
 }
