@@ -24,14 +24,14 @@ const e2eWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 // hookReceiver is the app's endpoint: it verifies each delivery with the
 // Standard Webhooks library and answers down (503) until told otherwise.
 type hookReceiver struct {
-	t    *testing.T
-	wh   *standardwebhooks.Webhook
-	mu   sync.Mutex
-	up   bool
+	t  *testing.T
+	wh *standardwebhooks.Webhook
+	mu sync.Mutex
+	up bool
 	// refused counts deliveries answered 503 while down.
 	refused int
 	got     []map[string]any
-	seen map[string]int
+	seen    map[string]int
 }
 
 func (r *hookReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
