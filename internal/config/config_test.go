@@ -87,6 +87,17 @@ func TestLoadRejects(t *testing.T) {
 		{"MMCONNECT_ALLOWED_NETWORKS", "10.0.0.0/8,banana"},
 		{"MMCONNECT_UPSTREAM_TIMEOUT", "ten seconds"},
 		{"MMCONNECT_UPSTREAM_TIMEOUT", "1ns"},
+		{"MMCONNECT_UPSTREAM_HOST_CONCURRENCY", "0"},
+		{"MMCONNECT_UPSTREAM_HOST_CONCURRENCY", "many"},
+		{"MMCONNECT_REVERIFY_INTERVAL", "5s"},
+		{"MMCONNECT_REVERIFY_INTERVAL", "-1h"},
+		{"MMCONNECT_REVERIFY_INTERVAL", "often"},
+		{"MMCONNECT_REVERIFY_CONCURRENCY", "0"},
+		{"MMCONNECT_WEBHOOK_URL", "hooks.example.com"},
+		{"MMCONNECT_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, // without a URL
+		{"MMCONNECT_REVOKE_UPSTREAM", "maybe"},
+		{"MMCONNECT_REVOKED_RETENTION", "24h"},
+		{"MMCONNECT_REVOKED_RETENTION", "a month"},
 	} {
 		_, err := Load(env(map[string]string{tc.name: tc.value}))
 		var ce *Error
@@ -100,6 +111,44 @@ func TestLoadRejects(t *testing.T) {
 		if tc.name == "MMCONNECT_API_KEYS" && strings.Contains(err.Error(), tc.value) {
 			t.Errorf("error repeats the key: %q", err)
 		}
+	}
+}
+
+func TestLoadBackgroundAndWebhooks(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ReverifyInterval != 6*time.Hour || c.ReverifyConcurrency != 4 || c.UpstreamHostConcurrency != 8 ||
+		c.WebhookURL != "" || !c.RevokeUpstream || c.RevokedRetention != 720*time.Hour {
+		t.Fatalf("defaults = %+v", c)
+	}
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	c, err = Load(env(map[string]string{
+		"MMCONNECT_REVERIFY_INTERVAL":         "0",
+		"MMCONNECT_REVERIFY_CONCURRENCY":      "2",
+		"MMCONNECT_UPSTREAM_HOST_CONCURRENCY": "64",
+		"MMCONNECT_WEBHOOK_URL":               "https://hooks.example.com/mm?sig=hidden",
+		"MMCONNECT_WEBHOOK_SECRET":            secret + " whsec_AgICAgICAgICAgICAgICAgICAgICAgIC",
+		"MMCONNECT_REVOKE_UPSTREAM":           "false",
+		"MMCONNECT_REVOKED_RETENTION":         "0",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ReverifyInterval != 0 || c.ReverifyConcurrency != 2 || c.UpstreamHostConcurrency != 64 ||
+		len(c.WebhookSecrets) != 2 || c.RevokeUpstream || c.RevokedRetention != 0 {
+		t.Fatalf("loaded = %+v", c)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "config", c)
+	if strings.Contains(buf.String(), "MfKQ9r8G") || strings.Contains(buf.String(), "hidden") {
+		t.Fatalf("config log shows a webhook secret: %s", buf.String())
+	}
+	// A malformed secret among good ones is named by position, not shown.
+	_, err = Load(env(map[string]string{"MMCONNECT_WEBHOOK_URL": "https://hooks.example.com", "MMCONNECT_WEBHOOK_SECRET": secret + " whsec_bad"}))
+	if err == nil || !strings.Contains(err.Error(), "secret 2") || strings.Contains(err.Error(), "MfKQ") {
+		t.Fatalf("malformed second secret: %v", err)
 	}
 }
 
