@@ -22,7 +22,26 @@ const (
 var ErrBadCursor = errors.New("invalid cursor")
 
 // maxAttempts bounds the retries of an optimistic write that lost a race.
-const maxAttempts = 5
+// Each round of a race has a winner, so this many outlasts that many
+// identical requests arriving together.
+const maxAttempts = 12
+
+// lostRace waits before attempt (from 1) of an optimistic write that lost
+// a race: a few random milliseconds, more with each loss, so racers retrying
+// together spread out. Errors: the context's, when it ends first.
+func lostRace(ctx context.Context, attempt int) error {
+	if attempt == 0 {
+		return nil
+	}
+	t := time.NewTimer(rand.N(time.Duration(attempt) * 2 * time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
 
 // Service is the connection lifecycle. It is safe for concurrent use; every
 // rule that must hold across processes is enforced by the Store.
@@ -162,7 +181,10 @@ func (s *Service) Connect(ctx context.Context, in ConnectInput) (c Connection, c
 		serverURL = ident.ServerURL
 	}
 	tokenID := s.identifyToken(ctx, serverURL, token, ident)
-	for range maxAttempts {
+	for attempt := range maxAttempts {
+		if err := lostRace(ctx, attempt); err != nil {
+			return Connection{}, false, err
+		}
 		now := Truncate(s.now())
 		existing, err := s.store.FindLive(ctx, serverURL, ident.User.ID, in.EndUserID)
 		switch {
@@ -517,7 +539,10 @@ func (s *Service) liveToken(ctx context.Context, id string) (Connection, string,
 // Mattermost that cannot be reached is retried by RetryRevocations.
 // Revoking again changes nothing. Errors: ErrNotFound, ErrUnavailable.
 func (s *Service) Revoke(ctx context.Context, id string, upstream bool) (Connection, error) {
-	for range maxAttempts {
+	for attempt := range maxAttempts {
+		if err := lostRace(ctx, attempt); err != nil {
+			return Connection{}, err
+		}
 		c, err := s.store.Get(ctx, id)
 		if err != nil {
 			return Connection{}, err

@@ -29,7 +29,8 @@ type Store interface {
 
 	// Update writes every mutable field of c, and what ch records, in one
 	// transaction, if the stored row still has generation expect, is not
-	// revoked, and has no check newer than c.LastCheckedAt; otherwise it
+	// revoked, and (for a write that keeps the generation: a check's
+	// outcome) has no check newer than c.LastCheckedAt; otherwise it
 	// returns ErrConflict (ErrNotFound when there is no such id) and
 	// changes nothing. The token column is written only when c.Generation
 	// differs from expect (a new token or a revoke): a status change never

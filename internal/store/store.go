@@ -312,7 +312,9 @@ func (s *Store) Update(ctx context.Context, c connection.Connection, expect int6
 	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		q := tx.Model(&connectionRow{}).Where("id = ? AND generation = ? AND status <> 'revoked'", c.ID, expect)
-		if r.LastCheckedAt != nil {
+		if r.LastCheckedAt != nil && c.Generation == expect {
+			// A check's outcome: only if no newer check was recorded. A new
+			// token or a revoke is not a check; its generation decides.
 			q = q.Where("(last_checked_at IS NULL OR last_checked_at <= ?)", *r.LastCheckedAt)
 		}
 		res := q.Updates(cols)
