@@ -3,6 +3,7 @@ package connection_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -341,4 +342,28 @@ func openStore(t *testing.T) (*store.Store, connection.Sealer) {
 
 func webhookDelivered(at time.Time) webhook.Outcome {
 	return webhook.Outcome{At: at, ResponseStatus: 204, Status: webhook.StatusDelivered, NextAttemptAt: at}
+}
+
+// A check cut short by its caller (a shutdown) records nothing: the server
+// was not heard.
+func TestInterruptedCheckRecordsNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	v := &fakeVerifier{verify: accept}
+	st, sealer := openStore(t)
+	svc := connection.NewService(st, v, sealer)
+	c, _, err := svc.Connect(ctx, connection.ConnectInput{ServerURL: "mm.example.com", Token: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.verify = func(ctx context.Context, _, _ string) (connection.Identity, error) {
+		cancel()
+		return connection.Identity{}, &connection.UpstreamError{Code: connection.CodeUpstreamUnreachable, Message: "cut", Err: ctx.Err()}
+	}
+	if _, err := svc.Verify(ctx, c.ID); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Verify with its caller gone: %v, want context.Canceled", err)
+	}
+	got, _ := svc.Get(context.Background(), c.ID)
+	if got.LastError != nil || !got.LastCheckedAt.Equal(*c.LastCheckedAt) {
+		t.Fatalf("an interrupted check was recorded: %+v", got.LastError)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -378,6 +379,11 @@ func (s *Service) Verify(ctx context.Context, id string) (Connection, error) {
 func (s *Service) check(ctx context.Context, c Connection, token string) (Connection, error) {
 	started := Truncate(s.now())
 	ident, verr := s.verifier.Verify(ctx, c.ServerURL, token)
+	if err := ctx.Err(); err != nil {
+		// The caller gave up (a shutdown, a client gone): the server was not
+		// heard, so there is nothing to record.
+		return Connection{}, err
+	}
 	now := Truncate(s.now())
 	upd := c
 	upd.UpdatedAt = now
@@ -498,11 +504,11 @@ func (s *Service) heldUntil(serverURL string, now time.Time) (time.Time, bool) {
 
 // hostOf is the host:port part of a server URL: what a rate limit covers.
 func hostOf(serverURL string) string {
-	rest := serverURL[strings.Index(serverURL, "://")+3:]
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		rest = rest[:i]
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return serverURL
 	}
-	return strings.ToLower(rest)
+	return strings.ToLower(u.Host)
 }
 
 // Credentials opens the stored token for the app's backend.
