@@ -1,17 +1,12 @@
 package connection_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
-	"github.com/mmconnect/mmconnect/internal/secret"
 	"github.com/mmconnect/mmconnect/internal/store"
 )
 
@@ -37,12 +32,7 @@ func accept(context.Context, string, string) (connection.Identity, error) {
 
 func newService(t *testing.T, v connection.Verifier) (*connection.Service, *store.Store) {
 	t.Helper()
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "db"), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	sealer, _ := secret.NewSealer(bytes.Repeat([]byte{1}, 32))
+	st, sealer := openStore(t)
 	return connection.NewService(st, v, sealer), st
 }
 
