@@ -24,6 +24,7 @@ type mattermostUserResponse struct {
 	ID       string `json:"id"`
 	Username string `json:"username"`
 	Email    string `json:"email"`
+	IsBot    bool   `json:"is_bot"`
 }
 
 type lastErrorResponse struct {
@@ -89,6 +90,7 @@ func toConnectionResponse(c connection.Connection) connectionResponse {
 		Status:    string(c.Status),
 		MattermostUser: mattermostUserResponse{
 			ID: c.MattermostUser.ID, Username: c.MattermostUser.Username, Email: c.MattermostUser.Email,
+			IsBot: c.MattermostUser.IsBot,
 		},
 		ServerVersion:  c.ServerVersion,
 		TokenHint:      c.TokenHint,

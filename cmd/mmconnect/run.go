@@ -140,7 +140,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	}()
 
 	hostLimit := outbound.NewHostLimit(cfg.UpstreamHostConcurrency)
-	opts := mattermost.Options{Timeout: cfg.UpstreamTimeout, AllowedNetworks: cfg.AllowedNetworks, HostLimit: hostLimit}
+	opts := mattermost.Options{Timeout: cfg.UpstreamTimeout, AllowedNetworks: cfg.AllowedNetworks, HostLimit: hostLimit, AllowHTTP: cfg.AllowHTTP}
 	if cfg.UpstreamCAFile != "" {
 		if opts.RootCAs, err = mattermost.LoadRootCAs(cfg.UpstreamCAFile); err != nil {
 			return fmt.Errorf("MMCONNECT_UPSTREAM_CA_FILE: %w", err)

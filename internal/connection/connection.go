@@ -43,6 +43,8 @@ type MattermostUser struct {
 	ID       string
 	Username string
 	Email    string
+	// IsBot: the token is a bot account's.
+	IsBot bool
 }
 
 // LastError is the most recent failed check of a connection, kept so that an

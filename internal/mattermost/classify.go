@@ -9,12 +9,19 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
 )
 
 // idPattern is Mattermost's id format (users, tokens, sessions).
 var idPattern = regexp.MustCompile(`^[a-z0-9]{26}$`)
+
+// Mattermost's own bounds on a user's fields.
+const (
+	MaxUsernameLength = 64
+	MaxEmailLength    = 254
+)
 
 // versionPattern is the start of X-Version-Id: major.minor.patch.
 var versionPattern = regexp.MustCompile(`^(\d+)\.(\d+)\.(\d+)(?:\.|$)`)
@@ -62,16 +69,21 @@ func Classify(server string, status int, h http.Header, body []byte) (connection
 			ID       string `json:"id"`
 			Username string `json:"username"`
 			Email    string `json:"email"`
+			IsBot    bool   `json:"is_bot"`
 		}
-		if err := json.Unmarshal(bytes.TrimSpace(body), &u); err != nil || !idPattern.MatchString(u.ID) || u.Username == "" {
+		// Bounded as Mattermost bounds them, so a hostile server cannot
+		// make one connection megabytes large.
+		if err := json.Unmarshal(bytes.TrimSpace(body), &u); err != nil || !idPattern.MatchString(u.ID) ||
+			u.Username == "" || len(u.Username) > MaxUsernameLength || len(u.Email) > MaxEmailLength ||
+			!utf8.ValidString(u.Username) || !utf8.ValidString(u.Email) {
 			return connection.Identity{}, up(connection.CodeNotMattermost, "%s answered, but without the Mattermost user it should describe. Check the server URL: it is the address in your browser when you use Mattermost.")
 		}
 		return connection.Identity{
-			User:          connection.MattermostUser{ID: u.ID, Username: u.Username, Email: u.Email},
+			User:          connection.MattermostUser{ID: u.ID, Username: u.Username, Email: u.Email, IsBot: u.IsBot},
 			ServerVersion: version,
 		}, nil
 	case (status == http.StatusUnauthorized || status == http.StatusForbidden) && isMM:
-		return connection.Identity{}, up(connection.CodeTokenRejected, "The Mattermost server at %s rejected this token. Check that you pasted the Access Token (not the Token ID) without typos, that it has not been revoked, and that your account is active. If Profile > Security has no Personal Access Tokens section, ask a System Admin to enable personal access tokens.")
+		return connection.Identity{}, up(connection.CodeTokenRejected, "The Mattermost server at %s rejected this token. Check that you pasted the Access Token (not the Token ID) without typos, that it has not been revoked, and that your account is active. If Profile > Security has no Personal Access Tokens section, or Mattermost refused to create a token, ask a System Admin to enable personal access tokens (System Console > Integrations > Integration Management) and to grant your account \"Allow this account to generate personal access tokens\" (System Console > User Management > Users).")
 	case status == http.StatusTooManyRequests:
 		e := up(connection.CodeUpstreamRateLimited, "%s is limiting how fast requests may be made. Wait a moment and try again.").(*connection.UpstreamError)
 		e.RetryAfter = parseRetryAfter(h.Get("Retry-After"))

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +44,9 @@ type Options struct {
 	// HostLimit is the per-host limit shared with every other caller of
 	// the outside world; nil means none.
 	HostLimit *outbound.HostLimit
+	// AllowHTTP says whether http:// server URLs are accepted, so that a
+	// server answering in plain HTTP is told the right way out.
+	AllowHTTP bool
 }
 
 // MaxRedirects is how many same-origin redirects a check follows.
@@ -51,8 +55,9 @@ const MaxRedirects = 3
 // Client checks and revokes tokens. It is safe for concurrent use and keeps
 // upstream connections alive between checks.
 type Client struct {
-	http    *http.Client
-	timeout time.Duration
+	http      *http.Client
+	timeout   time.Duration
+	allowHTTP bool
 	// fence refuses IP literals and loopback names before any network
 	// call (the dialer refuses them again).
 	fence outbound.Fence
@@ -69,7 +74,8 @@ func New(opts Options) *Client {
 		opts.Timeout = 10 * time.Second
 	}
 	return &Client{
-		timeout: opts.Timeout,
+		timeout:   opts.Timeout,
+		allowHTTP: opts.AllowHTTP,
 		fence:   outbound.NewFence(opts.AllowedNetworks),
 		http: outbound.NewClient(outbound.Options{
 			Timeout: opts.Timeout, Fenced: true, AllowedNetworks: opts.AllowedNetworks,
@@ -95,13 +101,21 @@ func (c *Client) Verify(ctx context.Context, serverURL, token string) (connectio
 		return connection.Identity{}, fmt.Errorf("server URL: %w", err)
 	}
 	if err := c.fence.CheckHost(start.Hostname()); err != nil {
-		return connection.Identity{}, classifyError(ctx, serverURL, err)
+		return connection.Identity{}, c.classifyError(ctx, serverURL, err)
+	}
+	if strings.Trim(start.Path, "/") != "" {
+		// A pasted address bar (a team, a channel, the login page) has a
+		// path that is not the site root; find the root before the token
+		// goes anywhere.
+		if start, err = c.findRoot(ctx, serverURL, start); err != nil {
+			return connection.Identity{}, err
+		}
 	}
 	target := &url.URL{Scheme: start.Scheme, Host: start.Host, Path: strings.TrimSuffix(start.Path, "/") + "/api/v4/users/me"}
 	for hop := 0; ; hop++ {
 		resp, err := c.get(ctx, target, token)
 		if err != nil {
-			return connection.Identity{}, classifyError(ctx, serverURL, err)
+			return connection.Identity{}, c.classifyError(ctx, serverURL, err)
 		}
 		if isRedirect(resp.StatusCode) {
 			loc := resp.Header.Get("Location")
@@ -122,7 +136,7 @@ func (c *Client) Verify(ctx context.Context, serverURL, token string) (connectio
 		body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+1))
 		if err != nil {
 			resp.Body.Close()
-			return connection.Identity{}, classifyError(ctx, serverURL, err)
+			return connection.Identity{}, c.classifyError(ctx, serverURL, err)
 		}
 		discard(resp)
 		ident, err := Classify(serverURL, resp.StatusCode, resp.Header, body)
@@ -143,6 +157,66 @@ func (c *Client) Verify(ctx context.Context, serverURL, token string) (connectio
 	}
 }
 
+// MaxRootProbes is how many addresses findRoot asks at most: the one given
+// and up to four above it.
+const MaxRootProbes = 5
+
+// findRoot returns the site root at or above start's path: the first of
+// start's path and its parents (same origin, at most MaxRootProbes) whose
+// GET <root>/api/v4/system/ping answers as Mattermost's API, which needs no
+// token. Every path that is not the API gets Mattermost's web app page, so
+// only the API's own answer counts. Errors: *connection.UpstreamError
+// (not_mattermost when no candidate answered as the API).
+func (c *Client) findRoot(ctx context.Context, serverURL string, start *url.URL) (*url.URL, error) {
+	p := strings.TrimSuffix(start.Path, "/")
+	for range MaxRootProbes {
+		probe := &url.URL{Scheme: start.Scheme, Host: start.Host, Path: p + "/api/v4/system/ping"}
+		resp, err := c.get(ctx, probe, "")
+		if err != nil {
+			return nil, c.classifyError(ctx, serverURL, err)
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		discard(resp)
+		if err != nil {
+			return nil, c.classifyError(ctx, serverURL, err)
+		}
+		if isPing(resp, body) {
+			return &url.URL{Scheme: start.Scheme, Host: start.Host, Path: p}, nil
+		}
+		if resp.StatusCode == http.StatusTooManyRequests {
+			_, err := Classify(serverURL, resp.StatusCode, resp.Header, body)
+			return nil, err
+		}
+		if isRedirect(resp.StatusCode) {
+			// A subpath install sends its root API to the subpath.
+			if next, err := probe.Parse(resp.Header.Get("Location")); err == nil && origin(next) == origin(start) {
+				if base, ok := strings.CutSuffix(next.Path, "/api/v4/system/ping"); ok && base != p {
+					p = base
+					continue
+				}
+			}
+		}
+		if p == "" {
+			break
+		}
+		p = p[:strings.LastIndexByte(p, '/')]
+	}
+	return nil, &connection.UpstreamError{Code: connection.CodeNotMattermost,
+		Message: fmt.Sprintf("No Mattermost server answered at %s or at any address above it. Check the server URL: it is the address in your browser when you use Mattermost.", serverURL)}
+}
+
+// isPing tells the API's answer to GET /api/v4/system/ping (JSON with a
+// status, and Mattermost's version header) from the web app's HTML page.
+func isPing(resp *http.Response, body []byte) bool {
+	if ServerVersion(resp.Header.Get("X-Version-Id")) == "" {
+		return false
+	}
+	var ping struct {
+		Status string `json:"status"`
+	}
+	return json.Unmarshal(body, &ping) == nil && ping.Status != ""
+}
+
 func (c *Client) get(ctx context.Context, target *url.URL, token string) (*http.Response, error) {
 	return c.do(ctx, http.MethodGet, target, token, nil)
 }
@@ -160,7 +234,9 @@ func (c *Client) do(ctx context.Context, method string, target *url.URL, token s
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "mmconnect")
 	return c.http.Do(req)
@@ -203,7 +279,7 @@ func redirectRefused(server, where string) error {
 }
 
 // classifyError names a failure to get a complete answer.
-func classifyError(ctx context.Context, server string, err error) error {
+func (c *Client) classifyError(ctx context.Context, server string, err error) error {
 	up := func(code, format string) error {
 		return &connection.UpstreamError{Code: code, Message: fmt.Sprintf(format, server), Err: stripURL(err)}
 	}
@@ -232,7 +308,12 @@ func classifyError(ctx context.Context, server string, err error) error {
 	case errors.As(err, &certErr):
 		return up(connection.CodeUpstreamTLS, "The TLS certificate of %s could not be verified. Ask the server's administrator to check it.")
 	case errors.As(err, &recordErr), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
-		return up(connection.CodeUpstreamTLS, "%s does not speak HTTPS on that port (it answered in plain HTTP). Check the server URL and its port.")
+		// Never fall back to http:// on our own: an attacker on the path
+		// could force that and read the token.
+		if c.allowHTTP {
+			return up(connection.CodeUpstreamTLS, "%s answered in plain HTTP, not HTTPS. If this Mattermost server really has no HTTPS, type its address starting with http:// to connect over plain HTTP (the token then crosses the network unencrypted).")
+		}
+		return up(connection.CodeUpstreamTLS, "%s answered in plain HTTP, not HTTPS. This service connects to Mattermost over HTTPS only: check the address and port, or ask your Mattermost administrator to enable HTTPS.")
 	case errors.As(err, &tlsAlert):
 		return up(connection.CodeUpstreamTLS, "The secure (TLS) connection to %s failed. Check the server URL and its port.")
 	}

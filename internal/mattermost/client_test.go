@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -310,16 +311,36 @@ func TestVerifyTLSFailures(t *testing.T) {
 			}
 		})
 	}
-	t.Run("plain HTTP on the HTTPS port", func(t *testing.T) {
-		u := newUpstream(t, 2*time.Second)
-		s := httptest.NewServer(mattermostHandler(""))
-		t.Cleanup(s.Close)
-		u.net.route(publicIP+":443", s.Listener.Addr().String())
-		_, err := u.client.Verify(context.Background(), "https://"+mmHost, validToken)
-		if got := upstreamCode(t, err); got != connection.CodeUpstreamTLS {
-			t.Fatalf("code = %s, want %s (%v)", got, connection.CodeUpstreamTLS, err)
-		}
-	})
+	// Plain HTTP on the HTTPS port is never retried over http:// on our own;
+	// the message says what the user can do, which depends on the operator.
+	for _, allowHTTP := range []bool{false, true} {
+		t.Run(fmt.Sprintf("plain HTTP on the HTTPS port, allow_http=%v", allowHTTP), func(t *testing.T) {
+			u := newUpstream(t, 2*time.Second)
+			u.client = mattermost.New(mattermost.Options{Timeout: 2 * time.Second, RootCAs: u.ca.pool, Resolver: u.net, Dial: u.net.Dial, AllowHTTP: allowHTTP})
+			var plain atomic.Int64
+			s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				plain.Add(1)
+				mattermostHandler("")(w, r)
+			}))
+			t.Cleanup(s.Close)
+			u.net.route(publicIP+":443", s.Listener.Addr().String())
+			_, err := u.client.Verify(context.Background(), "https://"+mmHost, validToken)
+			if got := upstreamCode(t, err); got != connection.CodeUpstreamTLS {
+				t.Fatalf("code = %s, want %s (%v)", got, connection.CodeUpstreamTLS, err)
+			}
+			msg := err.(*connection.UpstreamError).Message
+			want := "HTTPS only"
+			if allowHTTP {
+				want = "starting with http://"
+			}
+			if !strings.Contains(msg, "plain HTTP") || !strings.Contains(msg, want) || strings.Contains(msg, "certificate") {
+				t.Errorf("message %q; want it to say the server answered in plain HTTP and %q", msg, want)
+			}
+			if plain.Load() != 0 {
+				t.Errorf("%d requests were answered in plain HTTP: the check downgraded", plain.Load())
+			}
+		})
+	}
 }
 
 func TestVerifyNetworkFailures(t *testing.T) {

@@ -40,7 +40,7 @@ func (c *Client) TokenID(ctx context.Context, serverURL, token string, firstUse 
 	}
 	resp, err := c.get(ctx, target, token)
 	if err != nil {
-		return "", classifyError(ctx, serverURL, err)
+		return "", c.classifyError(ctx, serverURL, err)
 	}
 	defer discard(resp)
 	if resp.StatusCode != http.StatusOK {
@@ -86,12 +86,12 @@ func (c *Client) RevokeToken(ctx context.Context, serverURL, token, tokenID stri
 	body, _ := json.Marshal(map[string]string{"token_id": tokenID})
 	resp, err := c.do(ctx, http.MethodPost, target, token, body)
 	if err != nil {
-		return classifyError(ctx, serverURL, err)
+		return c.classifyError(ctx, serverURL, err)
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody))
 	discard(resp)
 	if err != nil {
-		return classifyError(ctx, serverURL, err)
+		return c.classifyError(ctx, serverURL, err)
 	}
 	return classifyRevoke(serverURL, resp.StatusCode, resp.Header, raw)
 }

@@ -1,6 +1,8 @@
 package mattermost
 
 import (
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,5 +38,29 @@ func TestPickTokenID(t *testing.T) {
 				t.Fatalf("pickTokenID = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// A users/me answer outside Mattermost's own bounds is not Mattermost's.
+func TestClassifyBoundsUserFields(t *testing.T) {
+	h := http.Header{"X-Version-Id": {"11.4.0.dev.x.false"}}
+	for _, tc := range []struct {
+		name string
+		body string
+		ok   bool
+	}{
+		{"a person", `{"id":"b95oboh88frobdioocwwdoqhdc","username":"alice","email":"alice@example.com"}`, true},
+		{"a bot", `{"id":"1db9ackk8t8t8f14ai8pes6n3w","username":"capture-bot","email":"capture-bot@localhost","is_bot":true}`, true},
+		{"username of 65", `{"id":"b95oboh88frobdioocwwdoqhdc","username":"` + strings.Repeat("a", 65) + `","email":"a@example.com"}`, false},
+		{"email of 255", `{"id":"b95oboh88frobdioocwwdoqhdc","username":"alice","email":"` + strings.Repeat("a", 243) + `@example.com"}`, false},
+		{"id of 27", `{"id":"b95oboh88frobdioocwwdoqhdcx","username":"alice","email":"a@example.com"}`, false},
+	} {
+		ident, err := Classify("https://mm.example.com", 200, h, []byte(tc.body))
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+		if tc.name == "a bot" && !ident.User.IsBot {
+			t.Errorf("a bot's identity has IsBot false")
+		}
 	}
 }

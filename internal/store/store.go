@@ -71,6 +71,7 @@ type connectionRow struct {
 	MattermostUserID   string
 	MattermostUsername string
 	MattermostEmail    string
+	MattermostIsBot    bool
 	ServerVersion      string
 	TokenHint          string
 	SealedToken        *string
@@ -122,6 +123,7 @@ func toRow(c connection.Connection) connectionRow {
 		MattermostUserID:   c.MattermostUser.ID,
 		MattermostUsername: c.MattermostUser.Username,
 		MattermostEmail:    c.MattermostUser.Email,
+		MattermostIsBot:    c.MattermostUser.IsBot,
 		ServerVersion:      c.ServerVersion,
 		TokenHint:          c.TokenHint,
 		Generation:         c.Generation,
@@ -154,7 +156,8 @@ func fromRow(r connectionRow) connection.Connection {
 		ServerURL:      r.ServerURL,
 		EndUserID:      r.EndUserID,
 		Status:         connection.Status(r.Status),
-		MattermostUser: connection.MattermostUser{ID: r.MattermostUserID, Username: r.MattermostUsername, Email: r.MattermostEmail},
+		MattermostUser: connection.MattermostUser{ID: r.MattermostUserID, Username: r.MattermostUsername, Email: r.MattermostEmail,
+			IsBot: r.MattermostIsBot},
 		ServerVersion:  r.ServerVersion,
 		TokenHint:      r.TokenHint,
 		Generation:     r.Generation,
@@ -287,6 +290,7 @@ func (s *Store) Update(ctx context.Context, c connection.Connection, expect int6
 		"mattermost_user_id":          r.MattermostUserID,
 		"mattermost_username":         r.MattermostUsername,
 		"mattermost_email":            r.MattermostEmail,
+		"mattermost_is_bot":           r.MattermostIsBot,
 		"server_version":              r.ServerVersion,
 		"token_hint":                  r.TokenHint,
 		"generation":                  r.Generation,

@@ -66,6 +66,8 @@ type User struct {
 	// NoRevokeRole: the account may not revoke its own tokens (a plain
 	// user without the personal access token role, capture 18a).
 	NoRevokeRole bool
+	// IsBot answers users/me like a bot account (capture 26).
+	IsBot bool
 }
 
 // pat is one personal access token: its id, its owner, and the session
@@ -87,6 +89,9 @@ type Server struct {
 	paths sync.Map
 	// revokes counts revoke calls.
 	revokes atomic.Int64
+	// tokenOutsideAPI counts requests carrying a token to a path that is
+	// not the API.
+	tokenOutsideAPI atomic.Int64
 	// Override, when set, answers every request instead (failure modes).
 	override atomic.Pointer[http.HandlerFunc]
 	subpath  atomic.Pointer[string]
@@ -155,6 +160,10 @@ func (s *Server) PathRequests(path string) int64 {
 	return 0
 }
 
+// TokenSentOutsideAPI counts requests that carried Authorization to a path
+// that is not the API (the web app's pages).
+func (s *Server) TokenSentOutsideAPI() int64 { return s.tokenOutsideAPI.Load() }
+
 // Revokes counts calls of POST /api/v4/users/tokens/revoke.
 func (s *Server) Revokes() int64 { return s.revokes.Load() }
 
@@ -193,7 +202,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if p := s.subpath.Load(); p != nil {
 		prefix = *p
 	}
-	if prefix != "" && strings.HasPrefix(r.URL.Path, "/api/v4/") {
+	if prefix != "" && strings.HasPrefix(r.URL.Path, "/api/v4/") && !strings.HasPrefix(r.URL.Path, prefix+"/") {
 		w.Header().Set("Location", prefix+r.URL.Path)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(http.StatusFound)
@@ -202,7 +211,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	path, ok := strings.CutPrefix(r.URL.Path, prefix+"/api/v4/")
 	if !ok {
-		http.NotFound(w, r)
+		// Every path that is not the API gets the web app's page
+		// (capture 25), a pasted team or channel address included.
+		if r.Header.Get("Authorization") != "" {
+			s.tokenOutsideAPI.Add(1)
+		}
+		LoadCapture("25-web-path-users-me").Write(w)
+		return
+	}
+	if path == "system/ping" {
+		LoadCapture("20-system-ping-unauth").Write(w) // needs no token
 		return
 	}
 	if r.URL.Query().Get("access_token") != "" {
@@ -235,6 +253,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case path == "users/me" && r.Method == http.MethodGet:
 		c := LoadCapture("05-users-me-valid-bearer")
+		if tok.user.IsBot {
+			c = LoadCapture("26-users-me-bot")
+		}
 		var user map[string]any
 		if err := json.Unmarshal(c.Body, &user); err != nil {
 			panic(err)

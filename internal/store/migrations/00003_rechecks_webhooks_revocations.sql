@@ -15,6 +15,8 @@ ALTER TABLE connections ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE connections ADD COLUMN upstream_revocation_status TEXT;
 ALTER TABLE connections ADD COLUMN upstream_revocation_message TEXT;
 ALTER TABLE connections ADD COLUMN upstream_revocation_at BIGINT;
+-- mattermost_is_bot: the token is a bot account's.
+ALTER TABLE connections ADD COLUMN mattermost_is_bot BOOLEAN NOT NULL DEFAULT FALSE;
 UPDATE connections SET last_checked_at = COALESCE(last_error_at, last_verified_at);
 UPDATE connections SET invalid_since = COALESCE(last_error_at, updated_at) WHERE status = 'invalid';
 
@@ -67,6 +69,7 @@ DROP TABLE pending_revocations;
 DROP TABLE webhook_events;
 DROP INDEX connections_revoked;
 DROP INDEX connections_due;
+ALTER TABLE connections DROP COLUMN mattermost_is_bot;
 ALTER TABLE connections DROP COLUMN upstream_revocation_at;
 ALTER TABLE connections DROP COLUMN upstream_revocation_message;
 ALTER TABLE connections DROP COLUMN upstream_revocation_status;
