@@ -76,7 +76,7 @@ func New(opts Options) *Client {
 	return &Client{
 		timeout:   opts.Timeout,
 		allowHTTP: opts.AllowHTTP,
-		fence:   outbound.NewFence(opts.AllowedNetworks),
+		fence:     outbound.NewFence(opts.AllowedNetworks),
 		http: outbound.NewClient(outbound.Options{
 			Timeout: opts.Timeout, Fenced: true, AllowedNetworks: opts.AllowedNetworks,
 			RootCAs: opts.RootCAs, Resolver: opts.Resolver, Dial: opts.Dial, HostLimit: opts.HostLimit,

@@ -152,10 +152,10 @@ func toRow(c connection.Connection) connectionRow {
 
 func fromRow(r connectionRow) connection.Connection {
 	c := connection.Connection{
-		ID:             r.ID,
-		ServerURL:      r.ServerURL,
-		EndUserID:      r.EndUserID,
-		Status:         connection.Status(r.Status),
+		ID:        r.ID,
+		ServerURL: r.ServerURL,
+		EndUserID: r.EndUserID,
+		Status:    connection.Status(r.Status),
 		MattermostUser: connection.MattermostUser{ID: r.MattermostUserID, Username: r.MattermostUsername, Email: r.MattermostEmail,
 			IsBot: r.MattermostIsBot},
 		ServerVersion:  r.ServerVersion,
