@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,29 +9,50 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 
+	json "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/go-playground/validator/v10"
 	"github.com/labstack/echo/v4"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
 )
 
-// newValidator reports fields by their JSON names.
-func newValidator() *validator.Validate {
+// newValidator checks request bodies with the domain's field rules, the
+// one source of them: each request type's struct-level rule reports every
+// problem the domain finds, with the domain's code (as the tag) and
+// message (as the param), so all of a body's problems come back at once.
+func newValidator(allowHTTP bool) *validator.Validate {
 	v := validator.New(validator.WithRequiredStructEnabled())
-	v.RegisterTagNameFunc(func(f reflect.StructField) string {
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
-			return ""
+	report := func(sl validator.StructLevel, problems ...*connection.FieldError) {
+		for _, fe := range problems {
+			if fe != nil {
+				sl.ReportError(nil, fe.Field, fe.Field, fe.Code, fe.Message)
+			}
 		}
-		return name
-	})
+	}
+	v.RegisterStructValidation(func(sl validator.StructLevel) {
+		req := sl.Current().Interface().(createConnectionRequest)
+		_, _, problems := connection.CheckConnectInput(connection.ConnectInput{
+			ServerURL: req.ServerURL, Token: req.Token, EndUserID: req.EndUserID}, allowHTTP)
+		for i := range problems {
+			report(sl, &problems[i])
+		}
+	}, createConnectionRequest{})
+	v.RegisterStructValidation(func(sl validator.StructLevel) {
+		req := sl.Current().Interface().(createSessionRequest)
+		report(sl, connection.RequireEndUserID(req.EndUserID))
+	}, createSessionRequest{})
 	return v
 }
 
-// bindJSON decodes a JSON body strictly into dst and validates its tags:
-// the body must be application/json, at most MaxBodyBytes, one object with
-// only known fields of the right types and nothing after it.
+// bindJSON decodes a JSON body strictly into dst and applies the domain's
+// field rules: the body must be application/json, at most MaxBodyBytes of
+// UTF-8, one object whose member names match exactly, each once, with only
+// known fields of the right types and nothing after it. A string holding
+// an escaped lone surrogate (\ud800) is a field problem (422
+// invalid_format), never silently replaced.
 func (s *Server) bindJSON(c echo.Context, dst any) error {
 	req := c.Request()
 	mt, _, err := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
@@ -50,13 +70,22 @@ func (s *Server) bindJSON(c echo.Context, dst any) error {
 		}
 		return invalidRequest("The request body could not be read.")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		return invalidRequest(describeJSONError(err))
+	trimmed := bytes.TrimSpace(body)
+	switch {
+	case len(trimmed) == 0:
+		return invalidRequest("The body is empty; send a JSON object.")
+	case !utf8.Valid(body):
+		return invalidRequest("The body is not valid JSON: it holds bytes that are not UTF-8 text.")
+	case !jsontext.Value(trimmed).IsValid():
+		if err := json.Unmarshal(body, dst, json.RejectUnknownMembers(true)); err != nil {
+			return describeJSONError(err)
+		}
+		return invalidRequest("The body is not valid JSON.")
+	case trimmed[0] != '{':
+		return invalidRequest("The body must be a JSON object, not " + kindName(jsontext.Value(trimmed).Kind()) + ".")
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return invalidRequest("The body must hold exactly one JSON object; there is more after it.")
+	if err := json.Unmarshal(body, dst, json.RejectUnknownMembers(true)); err != nil {
+		return describeJSONError(err)
 	}
 	if err := s.validate.Struct(dst); err != nil {
 		var ves validator.ValidationErrors
@@ -72,25 +101,56 @@ func tooLarge() error {
 	return &requestError{http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("The request body is larger than %d KiB.", MaxBodyBytes>>10)}
 }
 
-func describeJSONError(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
+// describeJSONError says what is wrong with a body that did not decode.
+func describeJSONError(err error) error {
+	var syn *jsontext.SyntacticError
+	var sem *json.SemanticError
 	switch {
 	case errors.As(err, &syn):
-		return fmt.Sprintf("The body is not valid JSON (at byte %d).", syn.Offset)
-	case errors.As(err, &typ):
-		if typ.Field != "" {
-			return fmt.Sprintf("Field %s must be a %s, not a JSON %s.", typ.Field, jsonKind(typ.Type), typ.Value)
+		field := strings.TrimPrefix(string(syn.JSONPointer), "/")
+		cause := ""
+		if syn.Err != nil {
+			cause = syn.Err.Error()
 		}
-		return fmt.Sprintf("The body must be a JSON object, not a JSON %s.", typ.Value)
-	case errors.Is(err, io.EOF):
-		return "The body is empty; send a JSON object."
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "The body ends in the middle of the JSON."
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return "Unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ") + "."
+		switch {
+		case strings.HasPrefix(cause, "invalid surrogate pair"):
+			return &connection.ValidationError{Fields: []connection.FieldError{{Field: field, Code: connection.FieldInvalidFormat,
+				Message: field + " contains an escaped UTF-16 surrogate without its pair (such as \\ud800), which is not a character"}}}
+		case strings.HasPrefix(cause, "duplicate object member name"):
+			return invalidRequest("Field " + field + " is given more than once.")
+		case cause == "unexpected EOF":
+			return invalidRequest("The body ends in the middle of the JSON.")
+		case strings.Contains(cause, "after top-level value"):
+			return invalidRequest("The body must hold exactly one JSON object; there is more after it.")
+		}
+		return invalidRequest(fmt.Sprintf("The body is not valid JSON (at byte %d).", syn.ByteOffset))
+	case errors.As(err, &sem):
+		field := strings.TrimPrefix(string(sem.JSONPointer), "/")
+		switch {
+		case sem.Err != nil && strings.Contains(sem.Err.Error(), "unknown object member name"):
+			return invalidRequest("Unknown field " + field + " (field names are case-sensitive).")
+		case sem.GoType != nil && field != "":
+			return invalidRequest(fmt.Sprintf("Field %s must be a %s, not a JSON %s.", field, jsonKind(sem.GoType), sem.JSONKind))
+		}
 	}
-	return "The body is not valid JSON."
+	return invalidRequest("The body is not valid JSON.")
+}
+
+// kindName names a JSON value's kind in words.
+func kindName(k jsontext.Kind) string {
+	switch k {
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "a boolean"
+	case '"':
+		return "a string"
+	case '0':
+		return "a number"
+	case '[':
+		return "an array"
+	}
+	return "that"
 }
 
 func jsonKind(t reflect.Type) string {
@@ -110,23 +170,12 @@ func jsonKind(t reflect.Type) string {
 	return t.Kind().String()
 }
 
-// toValidationError turns validator tag failures into the domain's field
-// problems, so there is one shape of 422 whichever tier found the fault.
+// toValidationError turns the domain's problems, reported through the
+// validator, back into its field problems.
 func toValidationError(ves validator.ValidationErrors) error {
 	out := &connection.ValidationError{}
 	for _, fe := range ves {
-		f := connection.FieldError{Field: fe.Field()}
-		switch fe.Tag() {
-		case "required":
-			f.Code, f.Message = connection.FieldRequired, fe.Field()+" is required"
-		case "max":
-			f.Code, f.Message = connection.FieldTooLong, fmt.Sprintf("%s must be at most %s characters", fe.Field(), fe.Param())
-		case "min":
-			f.Code, f.Message = connection.FieldRequired, fmt.Sprintf("%s must not be empty; leave it out or give at least %s character", fe.Field(), fe.Param())
-		default:
-			f.Code, f.Message = connection.FieldInvalidFormat, fmt.Sprintf("%s is not valid (%s)", fe.Field(), fe.Tag())
-		}
-		out.Fields = append(out.Fields, f)
+		out.Fields = append(out.Fields, connection.FieldError{Field: fe.Field(), Code: fe.Tag(), Message: fe.Param()})
 	}
 	return out
 }

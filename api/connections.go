@@ -14,10 +14,12 @@ import (
 // timeFormat is RFC 3339 in UTC with exactly microsecond precision.
 const timeFormat = "2006-01-02T15:04:05.000000Z"
 
+// createConnectionRequest is a connect; a missing field and an empty one
+// are the same problem. Its field rules are the domain's (newValidator).
 type createConnectionRequest struct {
-	ServerURL string  `json:"server_url" validate:"required,max=2048"`
-	Token     string  `json:"token" validate:"required,max=1024"`
-	EndUserID *string `json:"end_user_id" validate:"omitnil,min=1,max=255"`
+	ServerURL string  `json:"server_url"`
+	Token     string  `json:"token"`
+	EndUserID *string `json:"end_user_id"`
 }
 
 type mattermostUserResponse struct {
@@ -67,6 +69,10 @@ type connectionListResponse struct {
 type credentialsResponse struct {
 	ServerURL string `json:"server_url"`
 	Token     string `json:"token"`
+	// Status and LastVerifiedAt tell a backend holding an invalid
+	// connection's token that it is probably dead.
+	Status         string  `json:"status"`
+	LastVerifiedAt *string `json:"last_verified_at"`
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
@@ -251,7 +257,8 @@ func (s *Server) getCredentials(c echo.Context) error {
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	c.Response().Header().Set("Pragma", "no-cache")
-	return respond(c, http.StatusOK, credentialsResponse{ServerURL: cred.ServerURL, Token: cred.Token})
+	return respond(c, http.StatusOK, credentialsResponse{ServerURL: cred.ServerURL, Token: cred.Token,
+		Status: string(cred.Status), LastVerifiedAt: formatTimePtr(cred.LastVerifiedAt)})
 }
 
 func (s *Server) deleteConnection(c echo.Context) error {

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -265,6 +266,15 @@ func TestCreateRejectsBadRequests(t *testing.T) {
 		{name: "empty end user", body: valid(map[string]any{"end_user_id": ""}), status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "required"},
 		{name: "long end user", body: valid(map[string]any{"end_user_id": strings.Repeat("é", 256)}), status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "too_long"},
 		{name: "control char end user", body: valid(map[string]any{"end_user_id": "a\tb"}), status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "invalid_format"},
+		// Strict JSON, as the README promises.
+		{name: "null body", body: `null`, status: 400, code: "invalid_request", detail: "not null"},
+		{name: "duplicate key", body: `{"server_url": "a.b", "token": "x", "token": "y"}`, status: 400, code: "invalid_request", detail: "token is given more than once"},
+		{name: "field name in another case", body: `{"Server_URL": "a.b", "token": "x"}`, status: 400, code: "invalid_request", detail: "Server_URL"},
+		{name: "raw bytes that are not UTF-8", body: "{\"server_url\": \"a.b\", \"token\": \"x\", \"end_user_id\": \"victim\xff\"}", status: 400, code: "invalid_request", detail: "UTF-8"},
+		{name: "escaped lone high surrogate", body: `{"server_url": "a.b", "token": "x", "end_user_id": "victim\ud800"}`, status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "invalid_format"},
+		{name: "escaped lone low surrogate", body: `{"server_url": "a.b", "token": "x", "end_user_id": "victim\udfff"}`, status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "invalid_format"},
+		{name: "bidi override end user", body: valid(map[string]any{"end_user_id": "alice\u202egnp.exe"}), status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "invalid_format"},
+		{name: "zero-width end user", body: valid(map[string]any{"end_user_id": "ali\u200bce"}), status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "invalid_format"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -302,6 +312,33 @@ func TestCreateRejectsBadRequests(t *testing.T) {
 	}
 	if list := h.do("GET", "/connections", nil).json(t); len(list["data"].([]any)) != 0 {
 		t.Fatal("a rejected request stored a connection")
+	}
+}
+
+// Every field problem is reported at once, one message per rule: a missing
+// token and a blank one are the same problem.
+func TestEveryFieldProblemAtOnce(t *testing.T) {
+	h := newHarness(t)
+	p := expectProblem(t, h.do("POST", "/connections", `{"server_url":"ftp://x","token":"Bearer x","end_user_id":""}`), 422, "validation_failed")
+	fields := map[string]bool{}
+	for _, e := range p["errors"].([]any) {
+		fields[e.(map[string]any)["field"].(string)] = true
+	}
+	if len(fields) != 3 || !fields["server_url"] || !fields["token"] || !fields["end_user_id"] {
+		t.Fatalf("errors = %v; want server_url, token and end_user_id at once", p["errors"])
+	}
+	missing := expectProblem(t, h.do("POST", "/connections", `{"server_url":"a.example.com"}`), 422, "validation_failed")
+	blank := expectProblem(t, h.do("POST", "/connections", `{"server_url":"a.example.com","token":" "}`), 422, "validation_failed")
+	if m, b := missing["errors"].([]any)[0], blank["errors"].([]any)[0]; fmt.Sprint(m) != fmt.Sprint(b) {
+		t.Fatalf("a missing token says %v, a blank one %v; want one message", m, b)
+	}
+	// The session body follows the same rule for end_user_id.
+	for _, body := range []string{`{}`, `{"end_user_id":""}`, `{"end_user_id":"a\u200bb"}`, `{"end_user_id":null}`} {
+		expectProblem(t, h.do("POST", "/connect/sessions", body), 422, "validation_failed")
+	}
+	// The list filter refuses what no end user id can be.
+	for _, q := range []string{"ali%E2%80%8Bce", strings.Repeat("a", 256)} {
+		expectProblem(t, h.do("GET", "/connections?end_user_id="+q, nil), 422, "validation_failed")
 	}
 }
 

@@ -43,6 +43,9 @@ func (f *fakeConnections) Credentials(context.Context, string) (connection.Crede
 func (f *fakeConnections) Revoke(context.Context, string, bool) (connection.Connection, error) {
 	panic("not used")
 }
+func (f *fakeConnections) Live(context.Context, string) ([]connection.Connection, error) {
+	panic("not used")
+}
 func (f *fakeConnections) Ready(ctx context.Context) error { return f.ready(ctx) }
 
 func TestInternalFailuresAreHidden(t *testing.T) {

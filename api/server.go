@@ -31,6 +31,7 @@ type Connections interface {
 	List(ctx context.Context, q connection.ListQuery) (connection.Page, error)
 	Verify(ctx context.Context, id string) (connection.Connection, error)
 	Credentials(ctx context.Context, id string) (connection.Credentials, error)
+	Live(ctx context.Context, endUserID string) ([]connection.Connection, error)
 	Revoke(ctx context.Context, id string, upstream bool) (connection.Connection, error)
 	Ready(ctx context.Context) error
 }
@@ -67,6 +68,10 @@ type Deps struct {
 	AllowedOrigins []string
 	// AllowHTTP tells the Connect page whether http:// server URLs pass.
 	AllowHTTP bool
+	// AppName names the app on the Connect page; HelpURL, when set, links
+	// to the app's own help.
+	AppName string
+	HelpURL string
 }
 
 // MaxBodyBytes bounds a request body.
@@ -84,7 +89,7 @@ type Server struct {
 func NewServer(deps Deps) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	s := &Server{echo: e, deps: deps, validate: newValidator(), pageCSP: pageCSP(deps.AllowedOrigins)}
+	s := &Server{echo: e, deps: deps, validate: newValidator(deps.AllowHTTP), pageCSP: pageCSP(deps.AllowedOrigins)}
 	e.HTTPErrorHandler = errorHandler(deps.Logger)
 	e.Use(s.requestIDMiddleware, s.accessLog, middleware.RecoverWithConfig(middleware.RecoverConfig{
 		StackSize:           8 << 10,

@@ -4,12 +4,12 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
-
-	"github.com/mmconnect/mmconnect/internal/connection"
 )
 
+// createSessionRequest opens a connect session; its field rule is the
+// domain's (newValidator).
 type createSessionRequest struct {
-	EndUserID string `json:"end_user_id" validate:"required,max=255"`
+	EndUserID *string `json:"end_user_id"`
 }
 
 type sessionResponse struct {
@@ -25,6 +25,8 @@ type sessionInfoResponse struct {
 	Connections    []connectionResponse `json:"connections"`
 	AllowedOrigins []string             `json:"allowed_origins"`
 	AllowHTTP      bool                 `json:"allow_http"`
+	AppName        string               `json:"app_name"`
+	HelpURL        *string              `json:"help_url"`
 }
 
 func (s *Server) createSession(c echo.Context) error {
@@ -32,7 +34,7 @@ func (s *Server) createSession(c echo.Context) error {
 	if err := s.bindJSON(c, &req); err != nil {
 		return err
 	}
-	sess, token, err := s.deps.Sessions.Open(c.Request().Context(), req.EndUserID)
+	sess, token, err := s.deps.Sessions.Open(c.Request().Context(), *req.EndUserID)
 	if err != nil {
 		return err
 	}
@@ -55,22 +57,23 @@ func (s *Server) deleteSession(c echo.Context) error {
 // getSession tells the Connect page who it is for and what is already there.
 func (s *Server) getSession(c echo.Context) error {
 	sess := sessionOf(c)
-	end := sess.EndUserID
-	page, err := s.deps.Connections.List(c.Request().Context(), connection.ListQuery{EndUserID: &end, Limit: connection.MaxListLimit})
+	live, err := s.deps.Connections.Live(c.Request().Context(), sess.EndUserID)
 	if err != nil {
 		return err
 	}
 	out := sessionInfoResponse{
 		EndUserID:      sess.EndUserID,
 		ExpiresAt:      formatTime(sess.ExpiresAt),
-		Connections:    []connectionResponse{},
+		Connections:    make([]connectionResponse, len(live)),
 		AllowedOrigins: append([]string{}, s.deps.AllowedOrigins...),
 		AllowHTTP:      s.deps.AllowHTTP,
+		AppName:        s.deps.AppName,
 	}
-	for _, conn := range page.Connections {
-		if conn.Status != connection.StatusRevoked {
-			out.Connections = append(out.Connections, toConnectionResponse(conn))
-		}
+	if s.deps.HelpURL != "" {
+		out.HelpURL = &s.deps.HelpURL
+	}
+	for i, conn := range live {
+		out.Connections[i] = toConnectionResponse(conn)
 	}
 	return respond(c, http.StatusOK, out)
 }

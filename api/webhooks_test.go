@@ -129,3 +129,20 @@ func TestWebhookBodyMatchesContract(t *testing.T) {
 		t.Fatalf("revoked event data = %v; want the connection as GET shows it", d)
 	}
 }
+
+// A token that worked and is refused at a re-check says so; the backend's
+// credentials carry the status.
+func TestRejectedAfterWorking(t *testing.T) {
+	h := newHarness(t)
+	id := h.connect(tokenA, strp("u1"))["id"].(string)
+	h.mm.RevokeToken(tokenA)
+	v := h.do("POST", "/connections/"+id+"/verify", nil).json(t)
+	le, _ := v["last_error"].(map[string]any)
+	if v["status"] != "invalid" || le == nil || !strings.Contains(le["message"].(string), "worked before") || v["invalid_since"] == nil {
+		t.Fatalf("verify of a removed token = %v", v)
+	}
+	cred := h.do("GET", "/connections/"+id+"/credentials", nil).json(t)
+	if cred["status"] != "invalid" || cred["last_verified_at"] == nil {
+		t.Fatalf("credentials of an invalid connection = %v", cred)
+	}
+}

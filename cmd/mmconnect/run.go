@@ -183,6 +183,8 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		PublicURL:      cfg.PublicURL,
 		AllowedOrigins: cfg.AllowedOrigins,
 		AllowHTTP:      cfg.AllowHTTP,
+		AppName:        cfg.AppName,
+		HelpURL:        cfg.HelpURL,
 	}
 	if hooks.Enabled() {
 		deps.Webhooks = hooks

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mmconnect/mmconnect/internal/secret"
 	"github.com/mmconnect/mmconnect/internal/webhook"
@@ -79,6 +81,11 @@ type Config struct {
 	// RevokedRetention is how long a revoked connection is kept; zero
 	// keeps it forever.
 	RevokedRetention time.Duration
+
+	// AppName names the app on the Connect page; HelpURL (https) links to
+	// the app's own help there.
+	AppName string
+	HelpURL string
 }
 
 // Error names the variable whose value is bad.
@@ -255,6 +262,18 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, &Error{"MMCONNECT_REVOKED_RETENTION", "must be 0 (keep forever) or a duration of at least 48h, e.g. 720h"}
 	}
 	c.RevokedRetention = rr
+
+	c.AppName = get("MMCONNECT_APP_NAME", "this app")
+	if utf8.RuneCountInString(c.AppName) > 80 || strings.ContainsFunc(c.AppName, unicode.IsControl) {
+		return Config{}, &Error{"MMCONNECT_APP_NAME", "must be at most 80 characters without control characters"}
+	}
+	if v := get("MMCONNECT_HELP_URL", ""); v != "" {
+		u, err := url.Parse(v)
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+			return Config{}, &Error{"MMCONNECT_HELP_URL", fmt.Sprintf("%q is not an https:// URL like https://app.example.com/help/mattermost", v)}
+		}
+		c.HelpURL = u.String()
+	}
 	return c, nil
 }
 
@@ -351,6 +370,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("webhook_secrets", len(c.WebhookSecrets)),
 		slog.Bool("revoke_upstream", c.RevokeUpstream),
 		slog.Duration("revoked_retention", c.RevokedRetention),
+		slog.String("app_name", c.AppName),
+		slog.String("help_url", c.HelpURL),
 	)
 }
 

@@ -367,3 +367,41 @@ func TestInterruptedCheckRecordsNothing(t *testing.T) {
 		t.Fatalf("an interrupted check was recorded: %+v", got.LastError)
 	}
 }
+
+// Live lists every connection of an end user that is not revoked, past
+// one page, and no one else's.
+func TestLiveListsEveryLiveConnection(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, worldOptions{})
+	at := w.clock.Now()
+	for i := range 205 {
+		c := connection.Connection{ID: fmt.Sprintf("conn_%026d", i), ServerURL: "https://mm.example.com", EndUserID: ptr("u1"),
+			Status: connection.StatusActive, MattermostUser: connection.MattermostUser{ID: fmt.Sprintf("user%022d", i), Username: "a"},
+			SealedToken: []byte("mmc1.x.y"), Generation: 1, CreatedAt: at.Add(time.Duration(i%3) * time.Second), UpdatedAt: at}
+		switch i {
+		case 7:
+			c.Status, c.SealedToken = connection.StatusRevoked, nil
+		case 9:
+			c.EndUserID = ptr("u2")
+		}
+		if err := w.store.Create(ctx, c, connection.Change{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live, err := w.svc.Live(ctx, "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, c := range live {
+		if c.Status == connection.StatusRevoked || *c.EndUserID != "u1" || seen[c.ID] {
+			t.Fatalf("Live returned %s (%s, %s) or twice", c.ID, c.Status, *c.EndUserID)
+		}
+		seen[c.ID] = true
+	}
+	if len(live) != 203 {
+		t.Fatalf("Live returned %d connections, want 203", len(live))
+	}
+}
+
+func ptr(s string) *string { return &s }

@@ -119,10 +119,13 @@ type Connection struct {
 	UpstreamRevocation *UpstreamRevocation
 }
 
-// Credentials are what the app's backend needs to call Mattermost itself.
+// Credentials are what the app's backend needs to call Mattermost itself,
+// with how sure mmconnect is that the token still works.
 type Credentials struct {
-	ServerURL string
-	Token     string
+	ServerURL      string
+	Token          string
+	Status         Status
+	LastVerifiedAt *time.Time
 }
 
 // idEncoding is lower-case base32 without padding: URL-safe, and easy to

@@ -224,22 +224,29 @@ func (s *Service) Connect(ctx context.Context, in ConnectInput) (c Connection, c
 }
 
 func (s *Service) validate(in ConnectInput) (serverURL, token string, err error) {
-	var fields []FieldError
-	serverURL, fe := ParseServerURL(in.ServerURL, s.allowHTTP)
-	if fe != nil {
-		fields = append(fields, *fe)
-	}
-	token, fe = ParseToken(in.Token)
-	if fe != nil {
-		fields = append(fields, *fe)
-	}
-	if fe := ValidateEndUserID(in.EndUserID); fe != nil {
-		fields = append(fields, *fe)
-	}
+	serverURL, token, fields := CheckConnectInput(in, s.allowHTTP)
 	if len(fields) > 0 {
 		return "", "", &ValidationError{Fields: fields}
 	}
 	return serverURL, token, nil
+}
+
+// CheckConnectInput applies every field rule of a connect request and
+// returns the normalised server URL and token, or every problem at once:
+// the one source of these rules, which the HTTP layer reuses.
+func CheckConnectInput(in ConnectInput, allowHTTP bool) (serverURL, token string, problems []FieldError) {
+	serverURL, fe := ParseServerURL(in.ServerURL, allowHTTP)
+	if fe != nil {
+		problems = append(problems, *fe)
+	}
+	token, fe = ParseToken(in.Token)
+	if fe != nil {
+		problems = append(problems, *fe)
+	}
+	if fe := ValidateEndUserID(in.EndUserID); fe != nil {
+		problems = append(problems, *fe)
+	}
+	return serverURL, token, problems
 }
 
 // identifyToken learns the token's id in Mattermost, where a revoke may
@@ -295,9 +302,12 @@ type Page struct {
 	NextCursor  string
 }
 
-// List pages through connections newest first. Errors: ErrBadCursor,
-// ErrUnavailable.
+// List pages through connections newest first. Errors: *ValidationError
+// (an end user id no connection can have), ErrBadCursor, ErrUnavailable.
 func (s *Service) List(ctx context.Context, q ListQuery) (Page, error) {
+	if fe := ValidateEndUserID(q.EndUserID); fe != nil {
+		return Page{}, &ValidationError{Fields: []FieldError{*fe}}
+	}
 	limit := q.Limit
 	if limit == 0 {
 		limit = DefaultListLimit
@@ -321,6 +331,30 @@ func (s *Service) List(ctx context.Context, q ListQuery) (Page, error) {
 		p.NextCursor = EncodeCursor(Position{CreatedAt: last.CreatedAt, ID: last.ID})
 	}
 	return p, nil
+}
+
+// EncodeCursor makes a keyset position into an opaque cursor.
+// Live returns every connection of endUserID that is not revoked, newest
+// first, filtered in the store and read in pages, so none is left out.
+// Errors: *ValidationError, ErrUnavailable.
+func (s *Service) Live(ctx context.Context, endUserID string) ([]Connection, error) {
+	if fe := ValidateEndUserID(&endUserID); fe != nil {
+		return nil, &ValidationError{Fields: []FieldError{*fe}}
+	}
+	var out []Connection
+	f := ListFilter{EndUserID: &endUserID, Live: true, Limit: MaxListLimit}
+	for {
+		cs, err := s.store.List(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs...)
+		if len(cs) < f.Limit {
+			return out, nil
+		}
+		last := cs[len(cs)-1]
+		f.After = &Position{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
 }
 
 // EncodeCursor makes a keyset position into an opaque cursor.
@@ -404,6 +438,11 @@ func (s *Service) check(ctx context.Context, c Connection, token string) (Connec
 		upd.LastError = &LastError{Code: ue.Code, Message: ue.Message, At: now}
 		if ue.TokenRejected() {
 			upd.Status = StatusInvalid
+			// This token worked when it was connected: say what changes a
+			// working token, not what to check in a fresh one.
+			upd.LastError.Message = fmt.Sprintf("The Mattermost server at %s no longer accepts this token, which worked before: "+
+				"it was revoked or disabled in Mattermost, the account was deactivated, or personal access tokens were switched off. "+
+				"Make a new token (Profile > Security > Personal Access Tokens > Create Token) and connect again.", c.ServerURL)
 		}
 		if ue.Code == CodeUpstreamRateLimited {
 			until := s.hold(c.ServerURL, now, ue.RetryAfter)
@@ -518,7 +557,7 @@ func (s *Service) Credentials(ctx context.Context, id string) (Credentials, erro
 	if err != nil {
 		return Credentials{}, err
 	}
-	return Credentials{ServerURL: c.ServerURL, Token: token}, nil
+	return Credentials{ServerURL: c.ServerURL, Token: token, Status: c.Status, LastVerifiedAt: c.LastVerifiedAt}, nil
 }
 
 // liveToken loads a connection that is not revoked and opens its token.

@@ -75,8 +75,10 @@ type Store interface {
 type ListFilter struct {
 	EndUserID *string
 	Status    *Status
-	Limit     int
-	After     *Position
+	// Live leaves revoked connections out.
+	Live  bool
+	Limit int
+	After *Position
 }
 
 // Position is a place in the newest-first order, used for keyset paging.

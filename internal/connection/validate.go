@@ -303,6 +303,14 @@ func ParseToken(raw string) (string, *FieldError) {
 	return t, nil
 }
 
+// RequireEndUserID is ValidateEndUserID where the id must be given.
+func RequireEndUserID(id *string) *FieldError {
+	if id == nil {
+		return &FieldError{Field: "end_user_id", Code: FieldRequired, Message: "end_user_id is required: your app's own id for this user, 1 to 255 characters"}
+	}
+	return ValidateEndUserID(id)
+}
+
 // ValidateEndUserID checks the app's own id for its user, if given.
 func ValidateEndUserID(id *string) *FieldError {
 	const field = "end_user_id"
@@ -319,8 +327,10 @@ func ValidateEndUserID(id *string) *FieldError {
 		return &FieldError{Field: field, Code: FieldInvalidFormat, Message: "end_user_id must be valid UTF-8"}
 	}
 	for _, r := range *id {
-		if unicode.IsControl(r) {
-			return &FieldError{Field: field, Code: FieldInvalidFormat, Message: "end_user_id must not contain control characters"}
+		// Format characters (bidi overrides, zero-width joiners) are
+		// invisible: two ids that look alike must be alike.
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return &FieldError{Field: field, Code: FieldInvalidFormat, Message: "end_user_id must not contain control or invisible formatting characters (such as bidi overrides or zero-width spaces)"}
 		}
 	}
 	return nil

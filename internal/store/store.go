@@ -262,6 +262,9 @@ func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection
 	if f.Status != nil {
 		q = q.Where("status = ?", string(*f.Status))
 	}
+	if f.Live {
+		q = q.Where("status <> 'revoked'")
+	}
 	if a := f.After; a != nil {
 		at := micros(a.CreatedAt)
 		q = q.Where("(created_at < ? OR (created_at = ? AND id < ?))", at, at, a.ID)
