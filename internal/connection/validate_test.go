@@ -1,156 +1,79 @@
 package connection
 
 import (
+	"encoding/json"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
 )
 
-func TestParseServerURL(t *testing.T) {
-	tests := []struct {
-		in        string
-		allowHTTP bool
-		want      string // "" means rejected
-		code      string // field code when rejected
-		msg       string // part of the message when rejected
-	}{
-		// accepted, normalised
-		{in: "mattermost.example.com", want: "https://mattermost.example.com"},
-		{in: "  mattermost.example.com  ", want: "https://mattermost.example.com"},
-		{in: "MatterMost.Example.COM", want: "https://mattermost.example.com"},
-		{in: "HTTPS://mattermost.example.com/", want: "https://mattermost.example.com"},
-		{in: "https://mattermost.example.com.", want: "https://mattermost.example.com"},
-		{in: "https://mattermost.example.com.:8065/", want: "https://mattermost.example.com:8065"},
-		{in: "mattermost.example.com:443", want: "https://mattermost.example.com"},
-		{in: "mattermost.example.com:8065", want: "https://mattermost.example.com:8065"},
-		{in: "mattermost.example.com:08065", want: "https://mattermost.example.com:8065"},
-		{in: "https://example.com/mattermost", want: "https://example.com/mattermost"},
-		{in: "https://example.com/mattermost/", want: "https://example.com/mattermost"},
-		{in: "https://example.com//a/./b/../mattermost//", want: "https://example.com/a/mattermost"},
-		{in: "https://example.com/api/v4", want: "https://example.com"},
-		{in: "https://example.com/api/v4/", want: "https://example.com"},
-		{in: "https://example.com/api/v4/users/me", want: "https://example.com"},
-		{in: "https://example.com/mm/API/V4/users/me", want: "https://example.com/mm"},
-		{in: "https://example.com/mm%20chat", want: "https://example.com/mm%20chat"},
-		{in: "203.0.113.7", want: "https://203.0.113.7"},
-		{in: "203.0.113.7:8065", want: "https://203.0.113.7:8065"},
-		{in: "[2001:db8::1]", want: "https://[2001:db8::1]"},
-		{in: "https://[2001:DB8:0:0::1]:8443/", want: "https://[2001:db8::1]:8443"},
-		{in: "bücher.example", want: "https://xn--bcher-kva.example"},
-		{in: "https://BÜCHER.example/", want: "https://xn--bcher-kva.example"},
-		{in: "xn--bcher-kva.example", want: "https://xn--bcher-kva.example"},
-		{in: "mattermost", want: "https://mattermost"},
-		{in: "chat-1.example.com", want: "https://chat-1.example.com"},
-		{in: "http://mm.example.com", allowHTTP: true, want: "http://mm.example.com"},
-		{in: "http://mm.example.com:80/", allowHTTP: true, want: "http://mm.example.com"},
-		{in: "http://mm.example.com:443", allowHTTP: true, want: "http://mm.example.com:443"},
-		{in: "https://mm.example.com:80", want: "https://mm.example.com:80"},
+// fieldCase is one row of the field-rule tables in testdata, which the
+// Connect page's checks are held to as well (api/browser_test.go).
+type fieldCase struct {
+	In        string `json:"in"`
+	AllowHTTP bool   `json:"allow_http"`
+	Want      string `json:"want"` // "" means rejected
+	Code      string `json:"code"` // field code when rejected
+	Msg       string `json:"msg"`  // part of the message when rejected
+}
 
-		// rejected
-		{in: "", code: FieldRequired, msg: "required"},
-		{in: "   ", code: FieldRequired, msg: "required"},
-		{in: "http://mm.example.com", code: FieldInvalidFormat, msg: "https://"},
-		{in: "ftp://mm.example.com", code: FieldInvalidFormat, msg: "https://"},
-		{in: "ftp:mm.example.com", code: FieldInvalidFormat, msg: "https://"},
-		{in: "javascript:alert(1)", code: FieldInvalidFormat},
-		{in: "https://user:pass@mm.example.com", code: FieldInvalidFormat, msg: "user name or password"},
-		{in: "https://user@mm.example.com", code: FieldInvalidFormat, msg: "user name"},
-		{in: "https://mm.example.com/?a=b", code: FieldInvalidFormat, msg: "query"},
-		{in: "https://mm.example.com?", code: FieldInvalidFormat, msg: "query"},
-		{in: "https://mm.example.com/#top", code: FieldInvalidFormat, msg: "fragment"},
-		{in: "https://mm.example.com:0", code: FieldInvalidFormat, msg: "1 to 65535"},
-		{in: "https://mm.example.com:65536", code: FieldInvalidFormat, msg: "65535"},
-		{in: "https://mm.example.com:99999999999999999999", code: FieldInvalidFormat, msg: "65535"},
-		{in: "https://mm.example.com:abc", code: FieldInvalidFormat, msg: "port"},
-		{in: "https://mm.example.com:", code: FieldInvalidFormat, msg: "port"},
-		{in: "https://", code: FieldInvalidFormat, msg: "host"},
-		{in: "https:///path", code: FieldInvalidFormat, msg: "host"},
-		{in: "mm example.com", code: FieldInvalidFormat, msg: "spaces"},
-		{in: "mm.example.com\x00", code: FieldInvalidFormat, msg: "control"},
-		{in: "mm_example.com", code: FieldInvalidFormat, msg: "not a valid host"},
-		{in: "-mm.example.com", code: FieldInvalidFormat},
-		{in: "mm-.example.com", code: FieldInvalidFormat},
-		{in: "mm..example.com", code: FieldInvalidFormat},
-		{in: strings.Repeat("a", 64) + ".example.com", code: FieldInvalidFormat, msg: "63"},
-		{in: strings.Repeat(strings.Repeat("a", 60)+".", 5) + "com", code: FieldInvalidFormat, msg: "253"},
-		{in: "2001:db8::1", code: FieldInvalidFormat, msg: "brackets"},
-		{in: "https://[2001:db8::1%25eth0]", code: FieldInvalidFormat, msg: "IPv6"},
-		{in: "https://[203.0.113.7]", code: FieldInvalidFormat, msg: "IPv6"},
-		{in: "127.1", code: FieldInvalidFormat, msg: "dotted-decimal"},
-		{in: "0x7f.0.0.1", code: FieldInvalidFormat, msg: "dotted-decimal"},
-		{in: "2130706433", code: FieldInvalidFormat, msg: "dotted-decimal"},
-		{in: "0177.0.0.1", code: FieldInvalidFormat, msg: "dotted-decimal"},
-		{in: "256.1.1.1", code: FieldInvalidFormat, msg: "dotted-decimal"},
-		{in: "https://mm.example.com/%zz", code: FieldInvalidFormat, msg: "escape"},
-		{in: "https://" + strings.Repeat("a", MaxServerURLLength), code: FieldTooLong},
+func loadCases(t *testing.T, name string) []fieldCase {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
 	}
+	var cs []fieldCase
+	if err := json.Unmarshal(raw, &cs); err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func TestParseServerURL(t *testing.T) {
+	tests := loadCases(t, "server_url_cases.json")
 	if len(tests) < 40 {
 		t.Fatalf("only %d cases", len(tests))
 	}
 	for _, tc := range tests {
-		got, fe := ParseServerURL(tc.in, tc.allowHTTP)
-		if tc.want != "" {
-			if fe != nil || got != tc.want {
-				t.Errorf("ParseServerURL(%q) = %q, %+v; want %q", tc.in, got, fe, tc.want)
+		got, fe := ParseServerURL(tc.In, tc.AllowHTTP)
+		if tc.Want != "" {
+			if fe != nil || got != tc.Want {
+				t.Errorf("ParseServerURL(%q) = %q, %+v; want %q", tc.In, got, fe, tc.Want)
 			}
 			continue
 		}
 		if fe == nil {
-			t.Errorf("ParseServerURL(%q) = %q, want rejection %s", tc.in, got, tc.code)
+			t.Errorf("ParseServerURL(%q) = %q, want rejection %s", tc.In, got, tc.Code)
 			continue
 		}
-		if fe.Field != "server_url" || fe.Code != tc.code || !strings.Contains(fe.Message, tc.msg) {
-			t.Errorf("ParseServerURL(%q) problem = %+v; want code %s with %q in the message", tc.in, fe, tc.code, tc.msg)
+		if fe.Field != "server_url" || fe.Code != tc.Code || !strings.Contains(fe.Message, tc.Msg) {
+			t.Errorf("ParseServerURL(%q) problem = %+v; want code %s with %q in the message", tc.In, fe, tc.Code, tc.Msg)
 		}
 	}
 }
 
 func TestParseToken(t *testing.T) {
-	const good = "abcdefghijkmnopqrstuvwxyza"
-	tests := []struct {
-		in   string
-		want string
-		code string
-		msg  string
-	}{
-		{in: good, want: good},
-		{in: "  " + good + "\n", want: good},
-		{in: "\t" + good, want: good},
-		{in: "0123456789abcdefghijklmnop", want: "0123456789abcdefghijklmnop"},
-		{in: "", code: FieldRequired, msg: "required"},
-		{in: " \n ", code: FieldRequired, msg: "required"},
-		{in: good[:25], code: FieldInvalidFormat, msg: "25 characters long"},
-		{in: good + "a", code: FieldInvalidFormat, msg: "27 characters long"},
-		{in: "abc", code: FieldInvalidFormat, msg: "exactly 26"},
-		{in: strings.ToUpper(good), code: FieldInvalidFormat, msg: "upper-case"},
-		{in: "Abcdefghijkmnopqrstuvwxyza", code: FieldInvalidFormat, msg: "upper-case"},
-		{in: "abcdefghijkm nopqrstuvwxyz", code: FieldInvalidFormat, msg: "spaces"},
-		{in: "abcdefghijkm\nopqrstuvwxyz", code: FieldInvalidFormat, msg: "spaces"},
-		{in: "Bearer " + good, code: FieldInvalidFormat, msg: "Bearer"},
-		{in: "bearer " + good, code: FieldInvalidFormat, msg: "Bearer"},
-		{in: "Token " + good, code: FieldInvalidFormat, msg: "Token"},
-		{in: "abcdefghijkmnopqrstuvwxy-a", code: FieldInvalidFormat, msg: "only lower-case"},
-		{in: "abcdefghijkmnopqrstuvwxyé", code: FieldInvalidFormat, msg: "only lower-case"},
-		{in: strings.Repeat("a", MaxTokenLength+1), code: FieldTooLong},
-	}
-	for _, tc := range tests {
-		got, fe := ParseToken(tc.in)
-		if tc.want != "" {
-			if fe != nil || got != tc.want {
-				t.Errorf("ParseToken(%q) = %q, %+v; want %q", tc.in, got, fe, tc.want)
+	for _, tc := range loadCases(t, "token_cases.json") {
+		got, fe := ParseToken(tc.In)
+		if tc.Want != "" {
+			if fe != nil || got != tc.Want {
+				t.Errorf("ParseToken(%q) = %q, %+v; want %q", tc.In, got, fe, tc.Want)
 			}
 			continue
 		}
 		if fe == nil {
-			t.Errorf("ParseToken(%q) accepted, want %s", tc.in, tc.code)
+			t.Errorf("ParseToken(%q) accepted, want %s", tc.In, tc.Code)
 			continue
 		}
-		if fe.Field != "token" || fe.Code != tc.code || !strings.Contains(fe.Message, tc.msg) {
-			t.Errorf("ParseToken(%q) problem = %+v; want %s with %q", tc.in, fe, tc.code, tc.msg)
+		if fe.Field != "token" || fe.Code != tc.Code || !strings.Contains(fe.Message, tc.Msg) {
+			t.Errorf("ParseToken(%q) problem = %+v; want %s with %q", tc.In, fe, tc.Code, tc.Msg)
 		}
-		if len(tc.in) >= 8 && strings.Contains(fe.Message, strings.TrimSpace(tc.in)) {
+		if len(tc.In) >= 8 && strings.Contains(fe.Message, strings.TrimSpace(tc.In)) {
 			t.Errorf("ParseToken message repeats the token: %q", fe.Message)
 		}
 	}
@@ -171,6 +94,9 @@ func TestValidateEndUserID(t *testing.T) {
 		{s("a\nb"), FieldInvalidFormat},
 		{s("a\x7fb"), FieldInvalidFormat},
 		{s("a\xffb"), FieldInvalidFormat},
+		{s("alice\u202egnp.exe"), FieldInvalidFormat},
+		{s("ali\u200bce"), FieldInvalidFormat},
+		{s("a\ufeffb"), FieldInvalidFormat},
 	} {
 		fe := ValidateEndUserID(tc.in)
 		got := ""
