@@ -9,7 +9,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 MMCONNECT_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 export MMCONNECT_TEST_POSTGRES_URL
 
-.PHONY: run build test check unit fuzz bench clean
+.PHONY: run build test check unit fuzz bench clean test-browser-repeat
 
 run:
 	$(GO) run ./cmd/mmconnect
@@ -36,6 +36,10 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x $$pkg; \
 	  done; \
 	done
+
+# Every browser test, 20 times in a row: a flaky one fails here.
+test-browser-repeat:
+	CGO_ENABLED=1 $(GO) test -count=20 -timeout 40m -run '^TestBrowser' ./api
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -36,7 +37,7 @@ import (
 
 // contract is openapi.yaml, loaded and validated once for all tests.
 var contract = sync.OnceValues(func() (*openapi3.T, error) {
-	for _, ct := range []string{"text/html", "text/css", "text/javascript"} {
+	for _, ct := range []string{"text/html", "text/css", "text/javascript", "image/svg+xml"} {
 		openapi3filter.RegisterBodyDecoder(ct, func(r io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
 			b, err := io.ReadAll(r)
 			return string(b), err
@@ -87,6 +88,8 @@ type harnessOptions struct {
 	origins   []string
 	// noWebhooks leaves MMCONNECT_WEBHOOK_URL unset.
 	noWebhooks bool
+	// appName and helpURL are MMCONNECT_APP_NAME and MMCONNECT_HELP_URL.
+	appName, helpURL string
 }
 
 const testWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -126,7 +129,8 @@ func newHarnessWith(t testing.TB, opts harnessOptions) *harness {
 		connection.WithRevoker(verifier, true), connection.WithEvents(!opts.noWebhooks))
 	h.sessions = session.NewService(st, 30*time.Minute, h.clock)
 	deps := api.Deps{Connections: svc, Sessions: h.sessions, APIKeys: secret.NewKeySet([]string{h.key}),
-		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: opts.publicURL, AllowedOrigins: opts.origins}
+		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: opts.publicURL, AllowedOrigins: opts.origins,
+		AppName: cmp.Or(opts.appName, "this app"), HelpURL: opts.helpURL}
 	if !opts.noWebhooks {
 		h.receiver = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusNoContent)

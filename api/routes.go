@@ -29,4 +29,6 @@ func (s *Server) routes() {
 	e.GET("/connect/session", s.getSession, s.sessionOnly)
 	e.GET("/connect", s.connectPage)
 	e.GET("/connect/assets/:file", s.connectAsset)
+	e.GET("/connect/sdk.js", s.connectSDK)
+	e.GET("/connect/sdk.d.ts", s.connectSDK)
 }

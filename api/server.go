@@ -83,13 +83,15 @@ type Server struct {
 	deps     Deps
 	validate *validator.Validate
 	pageCSP  string
+	pageHTML []byte
 }
 
 // NewServer builds the API with every route, middleware and the error table.
 func NewServer(deps Deps) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	s := &Server{echo: e, deps: deps, validate: newValidator(deps.AllowHTTP), pageCSP: pageCSP(deps.AllowedOrigins)}
+	s := &Server{echo: e, deps: deps, validate: newValidator(deps.AllowHTTP),
+		pageCSP: pageCSP(deps.AllowedOrigins), pageHTML: connectPageHTML(deps.AllowedOrigins)}
 	e.HTTPErrorHandler = errorHandler(deps.Logger)
 	e.Use(s.requestIDMiddleware, s.accessLog, middleware.RecoverWithConfig(middleware.RecoverConfig{
 		StackSize:           8 << 10,

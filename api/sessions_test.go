@@ -192,13 +192,24 @@ func TestConnectPageHeaders(t *testing.T) {
 		t.Error("COOP same-origin would cut the popup off from its opener")
 	}
 	body := string(res.Body)
-	if strings.Contains(body, "<script>") || strings.Contains(body, "style=") || strings.Contains(body, "<style") || strings.Contains(body, "http") {
+	if strings.Contains(body, "<script>") || strings.Contains(body, "style=") || strings.Contains(body, "<style") ||
+		strings.Contains(body, `src="http`) || strings.Contains(body, `href="http`) {
 		t.Error("the page has inline script or style, or an external asset")
 	}
-	for file, ct := range map[string]string{"connect.js": "text/javascript", "connect.css": "text/css"} {
+	if !strings.Contains(body, `content="https://app.example.com"`) {
+		t.Error("the page does not carry its allowed origins for messages before a session is known")
+	}
+	for file, ct := range map[string]string{"connect.js": "text/javascript", "rules.js": "text/javascript", "connect.css": "text/css", "favicon.svg": "image/svg+xml"} {
 		res := h.doWith("GET", "/connect/assets/"+file, nil, noKey)
 		if res.Status != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), ct) || res.Header.Get("X-Content-Type-Options") != "nosniff" {
 			t.Errorf("asset %s = %d %v", file, res.Status, res.Header)
+		}
+	}
+	for path, ct := range map[string]string{"/connect/sdk.js": "text/javascript", "/connect/sdk.d.ts": "text/plain"} {
+		res := h.doWith("GET", path, nil, map[string]string{"Authorization": "", "Origin": "https://elsewhere.example"})
+		if res.Status != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), ct) || res.Header.Get("Access-Control-Allow-Origin") != "*" ||
+			!strings.Contains(string(res.Body), "openConnect") {
+			t.Errorf("%s = %d %v", path, res.Status, res.Header)
 		}
 	}
 	expectProblem(t, h.doWith("GET", "/connect/assets/index.html", nil, noKey), 404, "not_found")
