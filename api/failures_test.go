@@ -75,6 +75,9 @@ func TestInternalFailuresAreHidden(t *testing.T) {
 		{"database busy", func(context.Context, string) (connection.Connection, error) {
 			return connection.Connection{}, fmt.Errorf("get: %w: database is locked", connection.ErrUnavailable)
 		}, 503, "database_unavailable", false},
+		{"sealing key missing", func(context.Context, string) (connection.Connection, error) {
+			return connection.Connection{}, fmt.Errorf("open token of conn_x: key 0badc0de: %w", connection.ErrSealingKeyMissing)
+		}, 500, "sealing_key_missing", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,6 +93,9 @@ func TestInternalFailuresAreHidden(t *testing.T) {
 			gotLogged := strings.Contains(logs.String(), `"request_id":"`+id+`"`) && strings.Contains(logs.String(), "internal error")
 			if gotLogged != tc.logged {
 				t.Fatalf("internal error logged with request id = %v, want %v; logs %s", gotLogged, tc.logged, logs.String())
+			}
+			if tc.code == "sealing_key_missing" && (!strings.Contains(logs.String(), "0badc0de") || strings.Contains(rec.Body.String(), "0badc0de")) {
+				t.Fatalf("the key id must be in the log line and not in the answer: log %s, answer %s", logs.String(), rec.Body)
 			}
 		})
 	}

@@ -100,6 +100,14 @@ func problemFor(err error) (p Problem, retryAfter string, internal bool) {
 		res = ok(http.StatusNotFound, "not_found", "No connection has this id.")
 	case errors.Is(err, connection.ErrRevoked):
 		res = ok(http.StatusConflict, "connection_revoked", "This connection was revoked; its token is gone. Connect again to get a new one.")
+	case errors.Is(err, connection.ErrSealingKeyMissing):
+		// Ours to fix, so logged (the error names the key id), but worth its
+		// own code: the operator lost or did not configure a key.
+		res = ok(http.StatusInternalServerError, "sealing_key_missing",
+			"This connection's token was sealed with an encryption key this service does not have; its operator must restore the key. Quote the request id.")
+		res.Type = "urn:mmconnect:problem:" + res.Code
+		res.Title = http.StatusText(res.Status)
+		return res, "", true
 	case errors.Is(err, connection.ErrUnavailable):
 		res = ok(http.StatusServiceUnavailable, "database_unavailable", "The database is busy or unreachable. Nothing was changed; try again shortly.")
 		retryAfter = "1"
@@ -149,7 +157,7 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		p, retryAfter, internal := problemFor(err)
 		p.RequestID = requestID(c)
 		if internal {
-			log.Error("internal error", "request_id", p.RequestID, "method", c.Request().Method, "path", c.Path(), "err", err)
+			log.Error("internal error", "request_id", p.RequestID, "method", c.Request().Method, "path", c.Path(), "code", p.Code, "err", err)
 		}
 		if retryAfter != "" {
 			c.Response().Header().Set("Retry-After", retryAfter)

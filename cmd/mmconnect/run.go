@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"time"
 
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return healthcheck(ctx, getenv)
 	case "migrate":
 		return migrateOnly(ctx, getenv, stderr)
+	case "rotate-keys":
+		return rotateKeys(ctx, getenv, stdout, stderr)
 	case "backup":
 		if len(args) != 2 {
 			return errors.New("usage: mmconnect backup <file>")
@@ -69,7 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return fmt.Errorf("unknown command %q (%s)", cmd, usage)
 }
 
-const usage = "usage: mmconnect [serve|migrate|backup <file>|version|healthcheck]"
+const usage = "usage: mmconnect [serve|migrate|rotate-keys|backup <file>|version|healthcheck]"
 
 // openStore opens the configured database and brings its schema up to date.
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store.Store, error) {
@@ -120,13 +123,9 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	log := slog.New(slog.NewJSONHandler(logOut, nil))
 	log.Info("starting", "version", buildVersion(), "config", cfg)
 
-	apiKeys, encKey, err := loadSecrets(cfg, log)
+	apiKeys, err := loadAPIKeys(cfg, log)
 	if err != nil {
 		return err
-	}
-	sealer, err := secret.NewSealer(encKey)
-	if err != nil {
-		return fmt.Errorf("encryption key: %w", err)
 	}
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {
@@ -138,6 +137,10 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		}
 		log.Info("database closed")
 	}()
+	sealer, err := loadSealer(ctx, cfg, st, log)
+	if err != nil {
+		return err
+	}
 
 	hostLimit := outbound.NewHostLimit(cfg.UpstreamHostConcurrency)
 	opts := mattermost.Options{Timeout: cfg.UpstreamTimeout, AllowedNetworks: cfg.AllowedNetworks, HostLimit: hostLimit, AllowHTTP: cfg.AllowHTTP}
@@ -153,6 +156,9 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		connection.WithRevoker(mm, cfg.RevokeUpstream),
 		connection.WithRecheck(connection.RecheckOptions{Interval: cfg.ReverifyInterval, Concurrency: cfg.ReverifyConcurrency}),
 		connection.WithRetention(cfg.RevokedRetention))
+	if err := svc.CheckSealingKeys(ctx, sealer.KeyIDs()); err != nil {
+		return err
+	}
 	hooks, err := webhook.NewService(st, webhook.Options{
 		URL:     cfg.WebhookURL,
 		Secrets: cfg.WebhookSecrets,
@@ -228,42 +234,110 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	return nil
 }
 
-// loadSecrets takes the keys from the configuration, or from key files in
-// the data dir, creating them on first start. Paths are logged, never keys.
-func loadSecrets(cfg config.Config, log *slog.Logger) (apiKeys []string, encKey []byte, err error) {
+// loadAPIKeys takes the API keys from the configuration, or from the key
+// file in the data dir, creating it on first start. Paths are logged,
+// never keys.
+func loadAPIKeys(cfg config.Config, log *slog.Logger) ([]string, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("MMCONNECT_DATA_DIR: %w", err)
+		return nil, fmt.Errorf("MMCONNECT_DATA_DIR: %w", err)
 	}
-	apiKeys = cfg.APIKeys
-	if cfg.APIKeyFile != "" {
-		key, created, err := secret.LoadOrCreateFile(cfg.APIKeyFile, secret.NewAPIKey)
-		if err != nil {
-			return nil, nil, fmt.Errorf("API key file: %w", err)
-		}
-		if len(key) < config.MinAPIKeyLength {
-			return nil, nil, fmt.Errorf("API key file %s: the key is shorter than %d characters", cfg.APIKeyFile, config.MinAPIKeyLength)
-		}
-		if created {
-			log.Info("generated an API key; read it from the file", "path", cfg.APIKeyFile)
-		} else {
-			log.Info("using the API key in the file", "path", cfg.APIKeyFile)
-		}
-		apiKeys = []string{key}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+		log.Warn("could not make the data dir private (0700)", "path", cfg.DataDir, "err", err)
 	}
-	encKey = cfg.EncryptionKey
+	if cfg.APIKeyFile == "" {
+		return cfg.APIKeys, nil
+	}
+	key, created, err := secret.LoadOrCreateFile(cfg.APIKeyFile, secret.NewAPIKey)
+	if err != nil {
+		return nil, fmt.Errorf("API key file: %w", err)
+	}
+	if len(key) < config.MinAPIKeyLength {
+		return nil, fmt.Errorf("API key file %s: the key is shorter than %d characters", cfg.APIKeyFile, config.MinAPIKeyLength)
+	}
+	if created {
+		log.Info("generated an API key; read it from the file", "path", cfg.APIKeyFile)
+	} else {
+		log.Info("using the API key in the file", "path", cfg.APIKeyFile)
+	}
+	return []string{key}, nil
+}
+
+// loadSealer takes the encryption keys from the configuration, or from the
+// key file in the data dir. A key file is generated only for a database
+// that holds no connection yet: a lost key is never silently replaced by a
+// new one that opens nothing.
+func loadSealer(ctx context.Context, cfg config.Config, st *store.Store, log *slog.Logger) (*secret.Sealer, error) {
+	keys := cfg.EncryptionKeys
 	if cfg.EncryptionKeyFile != "" {
-		v, created, err := secret.LoadOrCreateFile(cfg.EncryptionKeyFile, secret.NewEncryptionKey)
-		if err != nil {
-			return nil, nil, fmt.Errorf("encryption key file: %w", err)
+		v, err := secret.ReadKeyFile(cfg.EncryptionKeyFile)
+		created := false
+		if errors.Is(err, os.ErrNotExist) {
+			has, herr := st.HasConnections(ctx)
+			if herr != nil {
+				return nil, herr
+			}
+			if has {
+				return nil, fmt.Errorf("encryption key file %s is missing but the database holds connections: restore the file from your backup "+
+					"(or set MMCONNECT_ENCRYPTION_KEYS); a new key could open none of the stored tokens", cfg.EncryptionKeyFile)
+			}
+			v, created, err = secret.CreateKeyFile(cfg.EncryptionKeyFile, secret.NewEncryptionKey())
 		}
-		if encKey, err = secret.ParseKey(v); err != nil {
-			return nil, nil, fmt.Errorf("encryption key file %s: %w", cfg.EncryptionKeyFile, err)
+		if err != nil {
+			return nil, fmt.Errorf("encryption key file: %w", err)
+		}
+		k, err := secret.ParseKey(v)
+		if err != nil {
+			return nil, fmt.Errorf("encryption key file %s: %w", cfg.EncryptionKeyFile, err)
 		}
 		if created {
-			log.Info("generated an encryption key; back it up with the database", "path", cfg.EncryptionKeyFile, "key_id", secret.KeyID(encKey))
+			log.Info("generated an encryption key; back it up with the database", "path", cfg.EncryptionKeyFile, "key_id", secret.KeyID(k))
+		}
+		keys = [][]byte{k}
+	}
+	sealer, err := secret.NewSealer(keys[0], keys[1:]...)
+	if err != nil {
+		return nil, fmt.Errorf("encryption key: %w", err)
+	}
+	return sealer, nil
+}
+
+// rotateKeys re-seals every stored token under the first configured key
+// while servers keep serving, then reports what each key id still seals.
+func rotateKeys(ctx context.Context, getenv func(string) string, stdout, logOut io.Writer) error {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(logOut, nil))
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	sealer, err := loadSealer(ctx, cfg, st, log)
+	if err != nil {
+		return err
+	}
+	svc := connection.NewService(st, nil, sealer)
+	n, use, err := svc.RotateKeys(ctx, 200)
+	if err != nil {
+		return fmt.Errorf("rotate keys (run it again to resume): %w", err)
+	}
+	fmt.Fprintf(stdout, "re-sealed %d value(s) under key id %s\n", n, sealer.Primary())
+	ids := make([]string, 0, len(use))
+	for id := range use {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		fmt.Fprintf(stdout, "key id %s seals %d value(s)\n", id, use[id])
+	}
+	for _, id := range sealer.KeyIDs() {
+		if use[id] == 0 && id != sealer.Primary() {
+			fmt.Fprintf(stdout, "key id %s seals nothing: it can be retired\n", id)
 		}
 	}
-	return apiKeys, encKey, nil
+	return nil
 }
 
 // healthcheck asks the local server's /healthz, for container health checks

@@ -42,9 +42,10 @@ type Config struct {
 	APIKeys    []string
 	APIKeyFile string
 
-	// EncryptionKey is the decoded MMCONNECT_ENCRYPTION_KEY; nil means a key
-	// file in the data dir is used (EncryptionKeyFile).
-	EncryptionKey     []byte
+	// EncryptionKeys are the decoded MMCONNECT_ENCRYPTION_KEYS (or the one
+	// MMCONNECT_ENCRYPTION_KEY): the first seals, every one opens. Empty
+	// means a key file in the data dir is used (EncryptionKeyFile).
+	EncryptionKeys    [][]byte
 	EncryptionKeyFile string
 
 	// PublicURL is where browsers reach mmconnect; PublicURLDefaulted says
@@ -166,15 +167,27 @@ func Load(getenv func(string) string) (Config, error) {
 		c.APIKeyFile = filepath.Join(c.DataDir, "api-key")
 	}
 
-	if v := get("MMCONNECT_ENCRYPTION_KEY", ""); v != "" {
-		k, err := secret.ParseKey(v)
+	one, many := get("MMCONNECT_ENCRYPTION_KEY", ""), get("MMCONNECT_ENCRYPTION_KEYS", "")
+	switch {
+	case one != "" && many != "":
+		return Config{}, &Error{"MMCONNECT_ENCRYPTION_KEYS", "set either MMCONNECT_ENCRYPTION_KEYS or MMCONNECT_ENCRYPTION_KEY, not both"}
+	case one != "":
+		k, err := secret.ParseKey(one)
 		if err != nil {
 			return Config{}, &Error{"MMCONNECT_ENCRYPTION_KEY", "must be base64 of 32 random bytes (e.g. openssl rand -base64 32): it " + err.Error()}
 		}
-		c.EncryptionKey = k
-	} else if c.PostgresURL != "" {
+		c.EncryptionKeys = [][]byte{k}
+	case many != "":
+		for i, part := range strings.Split(many, ",") {
+			k, err := secret.ParseKey(part)
+			if err != nil {
+				return Config{}, &Error{"MMCONNECT_ENCRYPTION_KEYS", fmt.Sprintf("key %d must be base64 of 32 random bytes (e.g. openssl rand -base64 32): it %s", i+1, err)}
+			}
+			c.EncryptionKeys = append(c.EncryptionKeys, k)
+		}
+	case c.PostgresURL != "":
 		return Config{}, &Error{"MMCONNECT_ENCRYPTION_KEY", "must be set with a PostgreSQL database: every replica must open the same tokens"}
-	} else {
+	default:
 		c.EncryptionKeyFile = filepath.Join(c.DataDir, "encryption-key")
 	}
 
@@ -344,7 +357,11 @@ func (c Config) LogValue() slog.Value {
 	if c.APIKeyFile != "" {
 		apiKeys = "file " + c.APIKeyFile
 	}
-	enc := "from MMCONNECT_ENCRYPTION_KEY (id " + keyID(c.EncryptionKey) + ")"
+	ids := make([]string, len(c.EncryptionKeys))
+	for i, k := range c.EncryptionKeys {
+		ids[i] = secret.KeyID(k)
+	}
+	enc := "from the environment (key ids " + strings.Join(ids, ", ") + "; the first seals)"
 	if c.EncryptionKeyFile != "" {
 		enc = "file " + c.EncryptionKeyFile
 	}
@@ -375,12 +392,6 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-func keyID(k []byte) string {
-	if k == nil {
-		return "none"
-	}
-	return secret.KeyID(k)
-}
 
 // webhookTarget shows where webhooks go without userinfo or query, which
 // may hold the receiver's credentials.

@@ -47,7 +47,7 @@ func TestLoadValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.SQLitePath != "/tmp/x/mm.db" || len(c.APIKeys) != 2 || c.APIKeys[1] != key+"2" || c.APIKeyFile != "" ||
-		len(c.EncryptionKey) != 32 || c.EncryptionKeyFile != "" || !c.AllowHTTP || c.UpstreamTimeout != 3*time.Second ||
+		len(c.EncryptionKeys) != 1 || len(c.EncryptionKeys[0]) != 32 || c.EncryptionKeyFile != "" || !c.AllowHTTP || c.UpstreamTimeout != 3*time.Second ||
 		fmt.Sprint(c.AllowedNetworks) != "[10.0.0.0/8 fd00::/8]" || c.PublicURL != "https://connect.example.com" ||
 		c.PublicURLDefaulted || fmt.Sprint(c.AllowedOrigins) != "[https://app.example.com http://localhost:3000]" ||
 		c.SessionTTL != 10*time.Minute {

@@ -35,6 +35,10 @@ type Change struct {
 	// Revocation, when set, keeps the token sealed until Mattermost has
 	// revoked it (or retries run out).
 	Revocation *PendingRevocation
+	// SealingKey is the key id of a value the change seals, recorded in the
+	// store's small table of key ids in use, so a start can check that
+	// every one is configured without reading every row.
+	SealingKey string
 }
 
 // PendingRevocation is a token still to be revoked in Mattermost after the

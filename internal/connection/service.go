@@ -128,6 +128,9 @@ func (s *Service) save(ctx context.Context, old *Connection, c *Connection, ch C
 		c.InvalidSince = nil
 	}
 	ch.Events = append(ch.Events, s.newEvents(*c, eventsFor(old, *c)...)...)
+	if c.SealedToken != nil && (old == nil || c.Generation != old.Generation) {
+		ch.SealingKey = s.sealer.SealedWith(c.SealedToken)
+	}
 	if old == nil {
 		return s.store.Create(ctx, *c, ch)
 	}

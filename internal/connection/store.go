@@ -69,6 +69,36 @@ type Store interface {
 
 	// Ping tells whether the database answers.
 	Ping(ctx context.Context) error
+
+	// SealingKeyIDs lists the ids of the keys that sealed stored values,
+	// from a small table kept with every seal (cheap at any size).
+	SealingKeyIDs(ctx context.Context) ([]string, error)
+
+	// HasConnections tells whether any connection is stored.
+	HasConnections(ctx context.Context) (bool, error)
+
+	// SealedAfter returns up to limit sealed values (tokens of connections,
+	// and of pending revocations) whose row id sorts after afterID, in id
+	// order, for re-sealing in batches.
+	SealedAfter(ctx context.Context, afterID string, limit int) ([]Sealed, error)
+
+	// Reseal replaces old's sealed value with value (sealed with keyID) if
+	// it is still stored unchanged; a connection's generation grows by
+	// one. Errors: ErrConflict when it changed meanwhile.
+	Reseal(ctx context.Context, old Sealed, value []byte, keyID string, at time.Time) error
+
+	// SealingKeyUse counts the stored values each key id seals, and drops
+	// key ids that seal nothing any more from the table of ids in use.
+	SealingKeyUse(ctx context.Context) (map[string]int64, error)
+}
+
+// Sealed is one stored sealed value: a connection's token, or the token of
+// a pending revocation (whose ID is its connection's).
+type Sealed struct {
+	ID                string
+	Generation        int64
+	Value             []byte
+	PendingRevocation bool
 }
 
 // ListFilter narrows and pages a listing. Nil fields do not filter.
@@ -125,9 +155,15 @@ type Revoker interface {
 }
 
 // Sealer encrypts tokens at rest. Open returns an error if the sealed bytes
-// were altered, sealed with another associated data, or with a key it does
+// were altered or sealed with another associated data, and one wrapping
+// ErrSealingKeyMissing (naming the key id) if sealed with a key it does
 // not hold.
 type Sealer interface {
 	Seal(plaintext, associatedData []byte) ([]byte, error)
 	Open(sealed, associatedData []byte) ([]byte, error)
+	// SealedWith names the key id a sealed value was sealed with ("" if it
+	// is not a sealed value).
+	SealedWith(sealed []byte) string
+	// Primary is the key id new values are sealed with.
+	Primary() string
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
@@ -29,7 +30,7 @@ const KeySize = 32
 const sealedPrefix = "mmc1."
 
 // ErrUnknownKey: a value was sealed with a key this Sealer does not hold.
-var ErrUnknownKey = errors.New("sealed with an unknown key")
+var ErrUnknownKey = connection.ErrSealingKeyMissing
 
 // ErrCorrupt: a sealed value is malformed or fails authentication.
 var ErrCorrupt = errors.New("sealed value is corrupt or was altered")
@@ -73,6 +74,34 @@ func NewSealer(primary []byte, older ...[]byte) (*Sealer, error) {
 func KeyID(key []byte) string {
 	sum := sha256.Sum256(append([]byte("mmconnect key id\x00"), key...))
 	return hex.EncodeToString(sum[:4])
+}
+
+// Primary implements connection.Sealer.
+func (s *Sealer) Primary() string { return s.primary }
+
+// KeyIDs lists the ids of every key this Sealer holds, primary first.
+func (s *Sealer) KeyIDs() []string {
+	out := []string{s.primary}
+	for id := range s.aeads {
+		if id != s.primary {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out[1:])
+	return out
+}
+
+// SealedWith implements connection.Sealer: the key id in a sealed value.
+func (s *Sealer) SealedWith(sealed []byte) string {
+	rest, ok := bytes.CutPrefix(sealed, []byte(sealedPrefix))
+	if !ok {
+		return ""
+	}
+	id, _, ok := bytes.Cut(rest, []byte("."))
+	if !ok {
+		return ""
+	}
+	return string(id)
 }
 
 // Seal encrypts plaintext with a fresh random nonce.
@@ -145,39 +174,80 @@ func randomBytes(n int) []byte {
 	return b
 }
 
-// LoadOrCreateFile returns the trimmed contents of path, creating it first
-// with generate() and mode 0600 if it does not exist. Creation is exclusive,
-// so two processes starting at once agree on one value.
-func LoadOrCreateFile(path string, generate func() string) (value string, created bool, err error) {
-	if b, err := os.ReadFile(path); err == nil {
-		v := strings.TrimSpace(string(b))
-		if v == "" {
-			return "", false, fmt.Errorf("%s is empty", path)
-		}
-		return v, false, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
+// ErrEmptyKeyFile: a key file exists but holds nothing.
+var ErrEmptyKeyFile = errors.New("the key file is empty")
+
+// ReadKeyFile returns the trimmed contents of a key file. Errors: one
+// wrapping fs.ErrNotExist when there is none; ErrEmptyKeyFile (with how to
+// recover) when it is empty.
+func ReadKeyFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", fmt.Errorf("%s: %w (a first start cut short?): if the database holds no connections yet, delete it and start again; "+
+			"otherwise restore the key from your backup", path, ErrEmptyKeyFile)
+	}
+	return v, nil
+}
+
+// CreateKeyFile writes value to path with mode 0600, whole or not at all:
+// into a temporary file in the same directory, synced, then linked into
+// place, which fails if the file appeared meanwhile (another process won:
+// its value is returned, with created false), then the directory is
+// synced. A full disk leaves no file behind, never an empty one.
+func CreateKeyFile(path, value string) (v string, created bool, err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", false, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", false, err
-	}
-	v := generate()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return LoadOrCreateFile(path, generate)
-	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return "", false, err
 	}
-	if _, err := f.WriteString(v + "\n"); err != nil {
-		f.Close()
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
 		return "", false, err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
+	if _, err := tmp.WriteString(value + "\n"); err != nil {
+		tmp.Close()
+		return "", false, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return "", false, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", false, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			v, err := ReadKeyFile(path)
+			return v, false, err
+		}
 		return "", false, err
 	}
-	return v, true, f.Close()
+	if d, err := os.Open(dir); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return "", false, fmt.Errorf("sync %s: %w", dir, err)
+		}
+	}
+	return value, true, nil
+}
+
+// LoadOrCreateFile returns the key in path, creating it with generate()
+// when there is none. Errors: ReadKeyFile's and CreateKeyFile's.
+func LoadOrCreateFile(path string, generate func() string) (value string, created bool, err error) {
+	v, err := ReadKeyFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return CreateKeyFile(path, generate())
+	}
+	return v, false, err
 }
 
 // KeySet checks presented API keys. It keeps only SHA-256 digests and

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -122,5 +124,62 @@ func BenchmarkKeySetMatch(b *testing.B) {
 		if !ks.Match(keys[2]) {
 			b.Fatal("no match")
 		}
+	}
+}
+
+// A full disk while the first start writes a key file leaves no file
+// behind (never an empty one), and an empty file left by an older version
+// is an error that says how to recover. The disk is a real, tiny tmpfs.
+func TestKeyFileOnAFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", dir).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mount a tmpfs (CI runs as root): %v: %s", err, out)
+		}
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	fill, err := os.Create(filepath.Join(dir, "fill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill.Write(make([]byte, 64<<10)) // fails once the 4 KiB are used
+	fill.Close()
+
+	path := filepath.Join(dir, "encryption-key")
+	if _, _, err := CreateKeyFile(path, NewEncryptionKey()); err == nil {
+		t.Fatal("writing a key file to a full disk succeeded")
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a failed write left %s behind (err %v)", path, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("a failed write left files behind: %v", entries)
+	}
+
+	os.Remove(filepath.Join(dir, "fill"))
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ReadKeyFile(path)
+	if !errors.Is(err, ErrEmptyKeyFile) || !strings.Contains(err.Error(), "restore the key from your backup") {
+		t.Fatalf("an empty key file: %v; want ErrEmptyKeyFile saying how to recover", err)
+	}
+	if _, _, err := LoadOrCreateFile(path, NewEncryptionKey); !errors.Is(err, ErrEmptyKeyFile) {
+		t.Fatalf("LoadOrCreateFile over an empty file: %v; want ErrEmptyKeyFile, not a new key", err)
+	}
+}
+
+// Two starts racing for the first key file agree on one key.
+func TestCreateKeyFileRace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k")
+	a, createdA, errA := CreateKeyFile(path, "first")
+	b, createdB, errB := CreateKeyFile(path, "second")
+	if errA != nil || errB != nil || !createdA || createdB || a != "first" || b != "first" {
+		t.Fatalf("got %q %v %v and %q %v %v; want both to read the first", a, createdA, errA, b, createdB, errB)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v", st.Mode().Perm())
 	}
 }

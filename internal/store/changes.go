@@ -103,6 +103,12 @@ func (s *Store) recordChange(tx *gorm.DB, connID string, firstSeq int64, ch conn
 			return err
 		}
 	}
+	if ch.SealingKey != "" {
+		err := tx.Exec("INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING", ch.SealingKey).Error
+		if err != nil {
+			return err
+		}
+	}
 	if p := ch.Revocation; p != nil {
 		row := revocationRow{ConnectionID: p.ConnectionID, ServerURL: p.ServerURL, TokenID: p.TokenID,
 			SealedToken: string(p.SealedToken), Attempts: p.Attempts, CreatedAt: micros(p.CreatedAt),

@@ -33,6 +33,19 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create database directory: %w", err)
 	}
+	// SQLite gives its -wal and -shm files the database file's mode, so the
+	// file is made private before SQLite first opens it; files an older
+	// version left readable are made private too.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open database file: %w", err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("make %s private: %w", p, err)
+		}
+	}
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + sqliteParams
 	db, err := gorm.Open(sqlite.Open(dsn), gormConfig(log))
 	if err != nil {
@@ -48,10 +61,6 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 	sqlDB.SetMaxIdleConns(8)
 	s := &Store{db: db, sqlDB: sqlDB, dialect: "sqlite", classify: classifySQLite, opTimeout: 15 * time.Second}
 	if err := migrate(ctx, goose.DialectSQLite3, sqlDB, nil, log); err != nil {
-		sqlDB.Close()
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
 		sqlDB.Close()
 		return nil, err
 	}

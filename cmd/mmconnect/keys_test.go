@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mmconnect/mmconnect/internal/logtest"
+	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
+	"github.com/mmconnect/mmconnect/internal/secret"
+)
+
+// startFails runs the program and returns the error it stops with before
+// listening.
+func startFails(t *testing.T, env map[string]string) string {
+	t.Helper()
+	logs := &logtest.Buffer{}
+	err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, logs)
+	if err == nil {
+		t.Fatal("the program started; want it to refuse")
+	}
+	if strings.Contains(logs.String(), `"msg":"listening"`) {
+		t.Fatal("the program listened before refusing")
+	}
+	return err.Error()
+}
+
+// Keys cannot be lost silently: a missing key file is not replaced while
+// connections are stored, a wrong key stops the start naming the key id it
+// lacks, the database's files are private from the first start, and
+// rotate-keys moves every token to a new key so the old one can go.
+func TestKeysCannotBeLostSilently(t *testing.T) {
+	mm := mattermosttest.NewServer(t)
+	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	env := newEnv(t, mm)
+	dir := env["MMCONNECT_DATA_DIR"]
+	os.Chmod(dir, 0o755) // a data dir that an operator made readable
+	in := start(t, env)
+	status, c, _ := in.call("POST", "/connections", map[string]any{"server_url": mm.URL, "token": tokenA, "end_user_id": "u1"})
+	if status != 201 {
+		t.Fatalf("create = %d %v", status, c)
+	}
+	id := c["id"].(string)
+	// From the first start, while serving: the data dir and the database's
+	// files (-wal and -shm included) are private.
+	for _, f := range []string{"", "mmconnect.db", "mmconnect.db-wal", "mmconnect.db-shm"} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		want := os.FileMode(0o600)
+		if f == "" {
+			want = 0o700
+		}
+		if err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v", filepath.Join(dir, f), st.Mode().Perm(), err, want)
+		}
+	}
+	in.stop()
+
+	keyFile := filepath.Join(dir, "encryption-key")
+	original, _ := os.ReadFile(keyFile)
+	origKey, _ := secret.ParseKey(string(original))
+
+	// The key file deleted: no new key while connections are stored.
+	os.Remove(keyFile)
+	if msg := startFails(t, env); !strings.Contains(msg, "is missing but the database holds connections") {
+		t.Fatalf("start without the key file: %s", msg)
+	}
+	if _, err := os.Stat(keyFile); err == nil {
+		t.Fatal("a new key file was generated over stored connections")
+	}
+	// Another valid key in the file: refused, naming the key id it lacks.
+	os.WriteFile(keyFile, []byte(secret.NewEncryptionKey()+"\n"), 0o600)
+	if msg := startFails(t, env); !strings.Contains(msg, secret.KeyID(origKey)) || strings.Contains(msg, "\n") {
+		t.Fatalf("start with the wrong key: %q; want one line naming %s", msg, secret.KeyID(origKey))
+	}
+	// Both forms of the key setting at once: refused.
+	both := cloneEnv(env)
+	both["MMCONNECT_ENCRYPTION_KEY"], both["MMCONNECT_ENCRYPTION_KEYS"] = string(original), string(original)
+	if msg := startFails(t, both); !strings.Contains(msg, "not both") {
+		t.Fatalf("both key settings: %s", msg)
+	}
+
+	// Rotation: serve with the new key first and the old one after, rotate
+	// while serving, then retire the old key.
+	newKey := secret.NewEncryptionKey()
+	rotating := cloneEnv(env)
+	rotating["MMCONNECT_ENCRYPTION_KEYS"] = newKey + "," + strings.TrimSpace(string(original))
+	serving := start(t, rotating)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"rotate-keys"}, func(k string) string { return rotating[k] }, &out, io.Discard); err != nil {
+		t.Fatalf("rotate-keys: %v", err)
+	}
+	nk, _ := secret.ParseKey(newKey)
+	report := out.String()
+	if !strings.Contains(report, "re-sealed 1 value(s) under key id "+secret.KeyID(nk)) ||
+		!strings.Contains(report, "key id "+secret.KeyID(origKey)+" seals nothing: it can be retired") {
+		t.Fatalf("rotate-keys report:\n%s", report)
+	}
+	if status, cred, _ := serving.call("GET", "/connections/"+id+"/credentials", nil); status != 200 || cred["token"] != tokenA {
+		t.Fatalf("credentials while rotating = %d", status)
+	}
+	serving.stop()
+	retired := cloneEnv(env)
+	retired["MMCONNECT_ENCRYPTION_KEYS"] = newKey
+	after := start(t, retired)
+	if status, cred, _ := after.call("GET", "/connections/"+id+"/credentials", nil); status != 200 || cred["token"] != tokenA {
+		t.Fatalf("credentials with only the new key = %d", status)
+	}
+}
+
+func cloneEnv(env map[string]string) map[string]string {
+	out := make(map[string]string, len(env))
+	for k, v := range env {
+		out[k] = v
+	}
+	return out
+}

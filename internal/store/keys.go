@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+)
+
+// SealingKeyIDs implements connection.Store: the small table of key ids
+// that sealed stored values, read without touching the connections.
+func (s *Store) SealingKeyIDs(ctx context.Context) ([]string, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var ids []string
+	err := s.db.WithContext(ctx).Raw("SELECT key_id FROM sealing_keys ORDER BY key_id").Scan(&ids).Error
+	return ids, s.wrap("read sealing key ids", err)
+}
+
+// HasConnections implements connection.Store.
+func (s *Store) HasConnections(ctx context.Context) (bool, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var n int64
+	err := s.db.WithContext(ctx).Raw("SELECT COUNT(*) FROM (SELECT 1 FROM connections LIMIT 1) one").Scan(&n).Error
+	return n > 0, s.wrap("look for connections", err)
+}
+
+// SealedAfter implements connection.Store.
+func (s *Store) SealedAfter(ctx context.Context, afterID string, limit int) ([]connection.Sealed, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var rows []struct {
+		ID          string
+		Generation  int64
+		SealedToken string
+		Pending     bool
+	}
+	err := s.db.WithContext(ctx).Raw(`SELECT id, generation, sealed_token, FALSE AS pending FROM connections
+		WHERE id > ? AND sealed_token IS NOT NULL
+		UNION ALL
+		SELECT connection_id, 0, sealed_token, TRUE FROM pending_revocations WHERE connection_id > ?
+		ORDER BY 1 LIMIT ?`, afterID, afterID, limit).Scan(&rows).Error
+	if err != nil {
+		return nil, s.wrap("read sealed values", err)
+	}
+	out := make([]connection.Sealed, len(rows))
+	for i, r := range rows {
+		out[i] = connection.Sealed{ID: r.ID, Generation: r.Generation, Value: []byte(r.SealedToken), PendingRevocation: r.Pending}
+	}
+	return out, nil
+}
+
+// Reseal implements connection.Store.
+func (s *Store) Reseal(ctx context.Context, old connection.Sealed, value []byte, keyID string, at time.Time) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var res *gorm.DB
+		if old.PendingRevocation {
+			res = tx.Model(&revocationRow{}).Where("connection_id = ? AND sealed_token = ?", old.ID, string(old.Value)).
+				Update("sealed_token", string(value))
+		} else {
+			// A new generation: a check that read the row before cannot
+			// write its outcome, and a reconnect meanwhile is never undone.
+			res = tx.Model(&connectionRow{}).Where("id = ? AND generation = ? AND sealed_token = ?", old.ID, old.Generation, string(old.Value)).
+				Updates(map[string]any{"sealed_token": string(value), "generation": old.Generation + 1, "updated_at": micros(at)})
+		}
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected != 1 {
+			return fmt.Errorf("reseal %s: %w", old.ID, connection.ErrConflict)
+		}
+		return tx.Exec("INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING", keyID).Error
+	})
+	if errors.Is(err, connection.ErrConflict) {
+		return err
+	}
+	return s.wrap("reseal", err)
+}
+
+// SealingKeyUse implements connection.Store: how many stored values each
+// key id seals; key ids that seal nothing any more leave the table.
+func (s *Store) SealingKeyUse(ctx context.Context) (map[string]int64, error) {
+	var rows []struct {
+		KeyID string
+		N     int64
+	}
+	err := s.db.WithContext(ctx).Raw(`SELECT key_id, COUNT(*) AS n FROM (
+		SELECT substr(sealed_token, 6, 8) AS key_id FROM connections WHERE sealed_token IS NOT NULL
+		UNION ALL
+		SELECT substr(sealed_token, 6, 8) FROM pending_revocations) sealed GROUP BY key_id`).Scan(&rows).Error
+	if err != nil {
+		return nil, s.wrap("count sealed values", err)
+	}
+	use := map[string]int64{}
+	for _, r := range rows {
+		use[r.KeyID] = r.N
+	}
+	var known []string
+	if err := s.db.WithContext(ctx).Raw("SELECT key_id FROM sealing_keys").Scan(&known).Error; err != nil {
+		return nil, s.wrap("read sealing key ids", err)
+	}
+	for _, id := range known {
+		if use[id] != 0 {
+			continue
+		}
+		// The condition is checked again in the statement, so a value
+		// sealed meanwhile keeps its id listed.
+		like := "mmc1." + id + ".%"
+		err := s.db.WithContext(ctx).Exec(`DELETE FROM sealing_keys WHERE key_id = ?
+			AND NOT EXISTS (SELECT 1 FROM connections WHERE sealed_token LIKE ?)
+			AND NOT EXISTS (SELECT 1 FROM pending_revocations WHERE sealed_token LIKE ?)`, id, like, like).Error
+		if err != nil {
+			return nil, s.wrap("forget a retired key id", err)
+		}
+	}
+	return use, nil
+}
