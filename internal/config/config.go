@@ -392,7 +392,6 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-
 // webhookTarget shows where webhooks go without userinfo or query, which
 // may hold the receiver's credentials.
 func webhookTarget(s string) string {
