@@ -2,7 +2,6 @@ package api
 
 import (
 	"errors"
-	"net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -14,13 +13,19 @@ import (
 // (a connect session, limited to that end user).
 const ctxSession = "session"
 
-func errUnauthorized() error {
-	return &requestError{http.StatusUnauthorized, "unauthorized", "Send a valid API key or connect session token as Authorization: Bearer <token>."}
-}
+// errUnauthenticated: no credential, or one that is neither an API key nor
+// a live connect session. The error table (problem.go) maps it, with
+// session.ErrExpired and *forbiddenError, like every other failure.
+var errUnauthenticated = errors.New("no valid API key or connect session")
 
-func errForbidden(detail string) error {
-	return &requestError{http.StatusForbidden, "forbidden", detail}
-}
+// forbiddenError: the caller is known but may not do this.
+type forbiddenError struct{ why string }
+
+func (e *forbiddenError) Error() string { return "forbidden: " + e.why }
+
+func errUnauthorized() error { return errUnauthenticated }
+
+func errForbidden(why string) error { return &forbiddenError{why: why} }
 
 // authenticate admits an API key or a live connect session; it records the
 // session, if that is what it was, for the handlers to scope by.
@@ -38,12 +43,10 @@ func (s *Server) authenticate(c echo.Context) error {
 	}
 	sess, err := s.deps.Sessions.Authenticate(c.Request().Context(), token)
 	switch {
-	case errors.Is(err, session.ErrExpired):
-		return &requestError{http.StatusUnauthorized, "session_expired", "This connect session has expired. Start again from the app."}
 	case errors.Is(err, session.ErrNotFound):
 		return errUnauthorized()
 	case err != nil:
-		return err
+		return err // session.ErrExpired among them
 	}
 	c.Set(ctxSession, &sess)
 	return nil

@@ -71,7 +71,14 @@ func problemFor(err error) (p Problem, retryAfter string, internal bool) {
 		}
 		res Problem
 	)
+	var fe *forbiddenError
 	switch {
+	case errors.Is(err, errUnauthenticated):
+		res = ok(http.StatusUnauthorized, "unauthorized", "Send a valid API key or connect session token as Authorization: Bearer <token>.")
+	case errors.Is(err, session.ErrExpired):
+		res = ok(http.StatusUnauthorized, "session_expired", "This connect session has expired. Start again from the app.")
+	case errors.As(err, &fe):
+		res = ok(http.StatusForbidden, "forbidden", fe.why)
 	case errors.As(err, &re):
 		res = ok(re.status, re.code, re.detail)
 	case errors.As(err, &ve):

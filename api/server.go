@@ -77,6 +77,15 @@ type Deps struct {
 // MaxBodyBytes bounds a request body.
 const MaxBodyBytes = 64 << 10
 
+// Request headers: MaxHeaderBytes is the limit the API enforces, with a
+// problem+json 431; HardMaxHeaderBytes is the http.Server's own, higher
+// limit, past which Go answers in plain text before the API sees the
+// request.
+const (
+	MaxHeaderBytes     = 32 << 10
+	HardMaxHeaderBytes = 1 << 20
+)
+
 // Server is the HTTP API.
 type Server struct {
 	echo     *echo.Echo
@@ -93,7 +102,7 @@ func NewServer(deps Deps) *Server {
 	s := &Server{echo: e, deps: deps, validate: newValidator(deps.AllowHTTP),
 		pageCSP: pageCSP(deps.AllowedOrigins), pageHTML: connectPageHTML(deps.AllowedOrigins)}
 	e.HTTPErrorHandler = errorHandler(deps.Logger)
-	e.Use(s.requestIDMiddleware, s.accessLog, middleware.RecoverWithConfig(middleware.RecoverConfig{
+	e.Use(s.requestIDMiddleware, s.accessLog, headerLimit, middleware.RecoverWithConfig(middleware.RecoverConfig{
 		StackSize:           8 << 10,
 		DisableStackAll:     true,
 		DisableErrorHandler: true,
@@ -134,6 +143,25 @@ func (s *Server) requestIDMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.Set(ctxRequestID, id)
 		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		return next(c)
+	}
+}
+
+// headerLimit refuses a request whose headers are over MaxHeaderBytes,
+// counted as net/http counts them (request line and each "Name: value").
+func headerLimit(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
+		for k, vs := range r.Header {
+			for _, v := range vs {
+				n += len(k) + len(v) + 4
+			}
+		}
+		if n > MaxHeaderBytes {
+			return &requestError{http.StatusRequestHeaderFieldsTooLarge, "headers_too_large",
+				fmt.Sprintf("The request's headers are larger than %d KiB.", MaxHeaderBytes>>10)}
+		}
 		return next(c)
 	}
 }

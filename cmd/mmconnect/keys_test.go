@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,4 +118,40 @@ func cloneEnv(env map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+// Edges a real HTTP server shows: HEAD wherever GET, the header limit as a
+// problem, and what Go answers in plain text before the API sees it.
+func TestEdgesOfTheRealServer(t *testing.T) {
+	mm := mattermosttest.NewServer(t)
+	in := start(t, newEnv(t, mm))
+	send := func(method, path string, header map[string]string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, in.base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+in.key)
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/connections", "/openapi.yaml", "/connect"} {
+		resp, body := send("HEAD", p, nil)
+		if resp.StatusCode != 200 || body != "" {
+			t.Errorf("HEAD %s = %d with %d body bytes; want 200 and none", p, resp.StatusCode, len(body))
+		}
+	}
+	resp, body := send("GET", "/connections", map[string]string{"X-Padding": strings.Repeat("a", 40<<10)})
+	if resp.StatusCode != 431 || resp.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(body, `"code":"headers_too_large"`) {
+		t.Errorf("headers over 32 KiB = %d %s %.200s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	resp, _ = send("GET", "/connections", map[string]string{"X-Padding": strings.Repeat("a", 2<<20)})
+	if resp.StatusCode != 431 {
+		t.Errorf("headers over 1 MiB = %d; want Go's own 431", resp.StatusCode)
+	}
 }

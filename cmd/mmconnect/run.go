@@ -203,8 +203,9 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		// A create waits on the upstream check; leave room for it.
 		WriteTimeout:   cfg.UpstreamTimeout + 20*time.Second,
 		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 32 << 10,
-		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		MaxHeaderBytes: api.HardMaxHeaderBytes, // the API answers past api.MaxHeaderBytes itself
+
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
