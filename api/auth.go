@@ -35,7 +35,8 @@ func (s *Server) authenticate(c echo.Context) error {
 		return errUnauthorized()
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
-	if s.deps.APIKeys.Match(token) {
+	if name, ok := s.deps.APIKeys.Identify(token); ok {
+		c.Set(ctxAPIKey, name)
 		return nil
 	}
 	if !strings.HasPrefix(token, session.TokenPrefix) || s.deps.Sessions == nil {
@@ -50,6 +51,23 @@ func (s *Server) authenticate(c echo.Context) error {
 	}
 	c.Set(ctxSession, &sess)
 	return nil
+}
+
+const ctxAPIKey = "api_key"
+
+// apiKeyOf names the caller's API key ("" for a connect session).
+func apiKeyOf(c echo.Context) string {
+	name, _ := c.Get(ctxAPIKey).(string)
+	return name
+}
+
+// actorOf names who is calling, for the audit trail: the API key's name,
+// or "session:<end user>".
+func actorOf(c echo.Context) string {
+	if sess := sessionOf(c); sess != nil {
+		return "session:" + sess.EndUserID
+	}
+	return apiKeyOf(c)
 }
 
 // sessionOf is the caller's connect session, or nil for the app's backend.

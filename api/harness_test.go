@@ -90,6 +90,12 @@ type harnessOptions struct {
 	noWebhooks bool
 	// appName and helpURL are MMCONNECT_APP_NAME and MMCONNECT_HELP_URL.
 	appName, helpURL string
+	// limits, maxPerEndUser, trustedProxies and extraKeys are the abuse
+	// limits and more API keys.
+	limits         *api.RateLimits
+	maxPerEndUser  int
+	trustedProxies []netip.Prefix
+	extraKeys      []string
 }
 
 const testWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -126,9 +132,14 @@ func newHarnessWith(t testing.TB, opts harnessOptions) *harness {
 	verifier := mattermost.New(mattermost.Options{Timeout: 2 * time.Second, RootCAs: pool,
 		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	svc := connection.NewService(st, verifier, sealer, connection.WithClock(h.clock),
-		connection.WithRevoker(verifier, true), connection.WithEvents(!opts.noWebhooks))
+		connection.WithRevoker(verifier, true), connection.WithEvents(!opts.noWebhooks),
+		connection.WithMaxPerEndUser(opts.maxPerEndUser))
 	h.sessions = session.NewService(st, 30*time.Minute, h.clock)
-	deps := api.Deps{Connections: svc, Sessions: h.sessions, APIKeys: secret.NewKeySet([]string{h.key}),
+	if opts.limits != nil {
+		opts.limits.Now = h.clock
+	}
+	deps := api.Deps{Connections: svc, Sessions: h.sessions, APIKeys: secret.NewKeySet(append([]string{h.key}, opts.extraKeys...)),
+		RateLimits: opts.limits, TrustedProxies: opts.trustedProxies,
 		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: opts.publicURL, AllowedOrigins: opts.origins,
 		AppName: cmp.Or(opts.appName, "this app"), HelpURL: opts.helpURL}
 	if !opts.noWebhooks {
@@ -224,9 +235,12 @@ func (h *harness) doWith(method, path string, body any, headers map[string]strin
 		req.Header.Set("Content-Type", "application/json")
 	}
 	for k, v := range headers {
-		if v == "" {
+		switch {
+		case k == "X-Test-Remote-Addr":
+			req.RemoteAddr = v // where the request comes from, not a header
+		case v == "":
 			req.Header.Del(k)
-		} else {
+		default:
 			req.Header.Set(k, v)
 		}
 	}
@@ -346,4 +360,8 @@ func (h *harness) dataDirBytes() []byte {
 
 func mattermosttestUserA() mattermosttest.User {
 	return mattermosttest.User{ID: userA, Username: "alice", Email: "alice@example.com"}
+}
+
+func mattermosttestUserC() mattermosttest.User {
+	return mattermosttest.User{ID: "c95oboh88frobdioocwwdoqhdc", Username: "carol", Email: "carol@example.com"}
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -72,7 +73,12 @@ func problemFor(err error) (p Problem, retryAfter string, internal bool) {
 		res Problem
 	)
 	var fe *forbiddenError
+	var rl *rateLimitedError
 	switch {
+	case errors.As(err, &rl):
+		res = ok(http.StatusTooManyRequests, "rate_limited",
+			fmt.Sprintf("Too many connects and checks from %s (at most %s). Try again in %s seconds.", rl.who, rl.limit, rl.retryAfterSeconds()))
+		retryAfter = rl.retryAfterSeconds()
 	case errors.Is(err, errUnauthenticated):
 		res = ok(http.StatusUnauthorized, "unauthorized", "Send a valid API key or connect session token as Authorization: Bearer <token>.")
 	case errors.Is(err, session.ErrExpired):
@@ -107,6 +113,9 @@ func problemFor(err error) (p Problem, retryAfter string, internal bool) {
 		res = ok(http.StatusNotFound, "not_found", "No connection has this id.")
 	case errors.Is(err, connection.ErrRevoked):
 		res = ok(http.StatusConflict, "connection_revoked", "This connection was revoked; its token is gone. Connect again to get a new one.")
+	case errors.Is(err, connection.ErrTooManyConnections):
+		res = ok(http.StatusUnprocessableEntity, "too_many_connections",
+			"This user already has as many Mattermost connections as allowed. Revoke one before connecting another account (reconnecting an account that is already connected always works).")
 	case errors.Is(err, connection.ErrSealingKeyMissing):
 		// Ours to fix, so logged (the error names the key id), but worth its
 		// own code: the operator lost or did not configure a key.

@@ -21,11 +21,11 @@ func (s *Server) routes() {
 
 	// The app's backend (API key) or an end user's browser (connect session,
 	// limited to that end user's connections).
-	e.POST("/connections", s.createConnection, s.appOrSession)
+	e.POST("/connections", s.createConnection, s.appOrSession, s.outbound)
 	get("/connections", s.listConnections, s.appOrSession)
 	get("/connections/:id", s.getConnection, s.appOrSession)
 	e.DELETE("/connections/:id", s.deleteConnection, s.appOrSession)
-	e.POST("/connections/:id/verify", s.verifyConnection, s.appOrSession)
+	e.POST("/connections/:id/verify", s.verifyConnection, s.appOrSession, s.outbound)
 
 	// The app's backend only.
 	get("/connections/:id/credentials", s.getCredentials, s.appOnly)

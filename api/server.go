@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"time"
@@ -72,6 +74,11 @@ type Deps struct {
 	// to the app's own help.
 	AppName string
 	HelpURL string
+	// RateLimits, when set, bound connects and verifies per caller.
+	RateLimits *RateLimits
+	// TrustedProxies may set X-Forwarded-For; without them the client's
+	// address is the connection's.
+	TrustedProxies []netip.Prefix
 }
 
 // MaxBodyBytes bounds a request body.
@@ -93,14 +100,17 @@ type Server struct {
 	validate *validator.Validate
 	pageCSP  string
 	pageHTML []byte
+	limits   *rateLimiters
 }
 
 // NewServer builds the API with every route, middleware and the error table.
 func NewServer(deps Deps) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = ipExtractor(deps.TrustedProxies)
 	s := &Server{echo: e, deps: deps, validate: newValidator(deps.AllowHTTP),
-		pageCSP: pageCSP(deps.AllowedOrigins), pageHTML: connectPageHTML(deps.AllowedOrigins)}
+		pageCSP: pageCSP(deps.AllowedOrigins), pageHTML: connectPageHTML(deps.AllowedOrigins),
+		limits: newRateLimiters(deps.RateLimits)}
 	e.HTTPErrorHandler = errorHandler(deps.Logger)
 	e.Use(s.requestIDMiddleware, s.accessLog, headerLimit, middleware.RecoverWithConfig(middleware.RecoverConfig{
 		StackSize:           8 << 10,
@@ -145,6 +155,19 @@ func (s *Server) requestIDMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Response().Header().Set(echo.HeaderXRequestID, id)
 		return next(c)
 	}
+}
+
+// ipExtractor believes X-Forwarded-For only from the trusted proxies (and
+// nothing else: not loopback or private ranges by default).
+func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		opts = append(opts, echo.TrustIPRange(&net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
 }
 
 // headerLimit refuses a request whose headers are over MaxHeaderBytes,

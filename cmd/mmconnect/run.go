@@ -155,7 +155,8 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		connection.WithEvents(cfg.WebhookURL != ""),
 		connection.WithRevoker(mm, cfg.RevokeUpstream),
 		connection.WithRecheck(connection.RecheckOptions{Interval: cfg.ReverifyInterval, Concurrency: cfg.ReverifyConcurrency}),
-		connection.WithRetention(cfg.RevokedRetention))
+		connection.WithRetention(cfg.RevokedRetention),
+		connection.WithMaxPerEndUser(cfg.MaxConnectionsPerEndUser))
 	if err := svc.CheckSealingKeys(ctx, sealer.KeyIDs()); err != nil {
 		return err
 	}
@@ -191,6 +192,14 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		AllowHTTP:      cfg.AllowHTTP,
 		AppName:        cfg.AppName,
 		HelpURL:        cfg.HelpURL,
+		TrustedProxies: cfg.TrustedProxies,
+	}
+	if cfg.RateLimits {
+		deps.RateLimits = &api.RateLimits{
+			PerAPIKey:  api.Rate(cfg.RatePerAPIKey),
+			PerSession: api.Rate(cfg.RatePerSession),
+			PerIP:      api.Rate(cfg.RatePerClientIP),
+		}
 	}
 	if hooks.Enabled() {
 		deps.Webhooks = hooks

@@ -37,7 +37,8 @@ type Config struct {
 	DBMaxConns         int
 	DBStatementTimeout time.Duration
 
-	// APIKeys are the keys given in MMCONNECT_API_KEYS; empty means a key
+	// APIKeys are the keys given in MMCONNECT_API_KEYS, each plain or
+	// "name:key" (secret.ParseNamedKey); empty means a key
 	// file in the data dir is used (APIKeyFile).
 	APIKeys    []string
 	APIKeyFile string
@@ -87,6 +88,33 @@ type Config struct {
 	// the app's own help there.
 	AppName string
 	HelpURL string
+
+	// RateLimits says whether connects and verifies are rate-limited, and
+	// how much per API key, per connect session and per client address.
+	RateLimits                                     bool
+	RatePerAPIKey, RatePerSession, RatePerClientIP Rate
+	// TrustedProxies may set X-Forwarded-For.
+	TrustedProxies []netip.Prefix
+	// MaxConnectionsPerEndUser caps one end user's live connections.
+	MaxConnectionsPerEndUser int
+}
+
+// Rate is N requests per Period ("20/s", "10/m", "100/h").
+type Rate struct {
+	N      int
+	Period time.Duration
+}
+
+// parseRate reads "N/s", "N/m" or "N/h".
+func parseRate(get func(name, def string) string, name, def string) (Rate, error) {
+	v := get(name, def)
+	n, unit, ok := strings.Cut(v, "/")
+	periods := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}
+	count, err := strconv.Atoi(n)
+	if !ok || err != nil || count < 1 || count > 1_000_000 || periods[unit] == 0 {
+		return Rate{}, &Error{name, fmt.Sprintf("%q is not a rate like 20/s, 10/m or 100/h", v)}
+	}
+	return Rate{N: count, Period: periods[unit]}, nil
 }
 
 // Error names the variable whose value is bad.
@@ -154,11 +182,17 @@ func Load(getenv func(string) string) (Config, error) {
 	c.DBStatementTimeout = st
 
 	if v := get("MMCONNECT_API_KEYS", ""); v != "" {
+		names := map[string]bool{}
 		for i, k := range strings.Split(v, ",") {
 			k = strings.TrimSpace(k)
-			if len(k) < MinAPIKeyLength {
-				return Config{}, &Error{"MMCONNECT_API_KEYS", fmt.Sprintf("key %d is %d characters; each key needs at least %d", i+1, len(k), MinAPIKeyLength)}
+			name, key := secret.ParseNamedKey(k)
+			if len(key) < MinAPIKeyLength {
+				return Config{}, &Error{"MMCONNECT_API_KEYS", fmt.Sprintf("key %d is %d characters; each key needs at least %d", i+1, len(key), MinAPIKeyLength)}
 			}
+			if names[name] {
+				return Config{}, &Error{"MMCONNECT_API_KEYS", fmt.Sprintf("key %d is named %q like an earlier one; names must differ", i+1, name)}
+			}
+			names[name] = true
 			c.APIKeys = append(c.APIKeys, k)
 		}
 	} else if c.PostgresURL != "" {
@@ -287,6 +321,35 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.HelpURL = u.String()
 	}
+
+	switch v := get("MMCONNECT_RATE_LIMITS", "on"); v {
+	case "on":
+		c.RateLimits = true
+	case "off":
+	default:
+		return Config{}, &Error{"MMCONNECT_RATE_LIMITS", fmt.Sprintf("%q is not on or off", v)}
+	}
+	if c.RatePerAPIKey, err = parseRate(get, "MMCONNECT_RATE_LIMIT_PER_API_KEY", "20/s"); err != nil {
+		return Config{}, err
+	}
+	if c.RatePerSession, err = parseRate(get, "MMCONNECT_RATE_LIMIT_PER_SESSION", "10/m"); err != nil {
+		return Config{}, err
+	}
+	if c.RatePerClientIP, err = parseRate(get, "MMCONNECT_RATE_LIMIT_PER_IP", "30/m"); err != nil {
+		return Config{}, err
+	}
+	if v := get("MMCONNECT_TRUSTED_PROXIES", ""); v != "" {
+		for _, part := range strings.Split(v, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(part))
+			if err != nil {
+				return Config{}, &Error{"MMCONNECT_TRUSTED_PROXIES", fmt.Sprintf("%q is not a CIDR range (e.g. 10.0.0.0/8)", strings.TrimSpace(part))}
+			}
+			c.TrustedProxies = append(c.TrustedProxies, p.Masked())
+		}
+	}
+	if c.MaxConnectionsPerEndUser, err = intVar(get, "MMCONNECT_MAX_CONNECTIONS_PER_END_USER", 25, 1, 100_000); err != nil {
+		return Config{}, err
+	}
 	return c, nil
 }
 
@@ -389,6 +452,12 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("revoked_retention", c.RevokedRetention),
 		slog.String("app_name", c.AppName),
 		slog.String("help_url", c.HelpURL),
+		slog.Bool("rate_limits", c.RateLimits),
+		slog.String("rate_per_api_key", fmt.Sprintf("%d per %s", c.RatePerAPIKey.N, c.RatePerAPIKey.Period)),
+		slog.String("rate_per_session", fmt.Sprintf("%d per %s", c.RatePerSession.N, c.RatePerSession.Period)),
+		slog.String("rate_per_ip", fmt.Sprintf("%d per %s", c.RatePerClientIP.N, c.RatePerClientIP.Period)),
+		slog.Any("trusted_proxies", c.TrustedProxies),
+		slog.Int("max_connections_per_end_user", c.MaxConnectionsPerEndUser),
 	)
 }
 

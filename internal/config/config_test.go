@@ -98,6 +98,14 @@ func TestLoadRejects(t *testing.T) {
 		{"MMCONNECT_REVOKE_UPSTREAM", "maybe"},
 		{"MMCONNECT_REVOKED_RETENTION", "24h"},
 		{"MMCONNECT_REVOKED_RETENTION", "a month"},
+		{"MMCONNECT_RATE_LIMITS", "sometimes"},
+		{"MMCONNECT_RATE_LIMIT_PER_API_KEY", "20"},
+		{"MMCONNECT_RATE_LIMIT_PER_SESSION", "0/m"},
+		{"MMCONNECT_RATE_LIMIT_PER_IP", "5/d"},
+		{"MMCONNECT_TRUSTED_PROXIES", "10.0.0.1"},
+		{"MMCONNECT_MAX_CONNECTIONS_PER_END_USER", "0"},
+		{"MMCONNECT_ENCRYPTION_KEYS", "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=,short"},
+		{"MMCONNECT_API_KEYS", "a:" + strings.Repeat("k", 32) + ",a:" + strings.Repeat("j", 32)},
 	} {
 		_, err := Load(env(map[string]string{tc.name: tc.value}))
 		var ce *Error
@@ -149,6 +157,34 @@ func TestLoadBackgroundAndWebhooks(t *testing.T) {
 	_, err = Load(env(map[string]string{"MMCONNECT_WEBHOOK_URL": "https://hooks.example.com", "MMCONNECT_WEBHOOK_SECRET": secret + " whsec_bad"}))
 	if err == nil || !strings.Contains(err.Error(), "secret 2") || strings.Contains(err.Error(), "MfKQ") {
 		t.Fatalf("malformed second secret: %v", err)
+	}
+}
+
+func TestLoadAbuseLimits(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.RateLimits || c.RatePerAPIKey != (Rate{20, time.Second}) || c.RatePerSession != (Rate{10, time.Minute}) ||
+		c.RatePerClientIP != (Rate{30, time.Minute}) || c.MaxConnectionsPerEndUser != 25 || c.TrustedProxies != nil {
+		t.Fatalf("defaults = %+v", c)
+	}
+	c, err = Load(env(map[string]string{"MMCONNECT_RATE_LIMITS": "off", "MMCONNECT_RATE_LIMIT_PER_IP": "100/h",
+		"MMCONNECT_TRUSTED_PROXIES": "10.1.2.3/8, fd00::/8", "MMCONNECT_MAX_CONNECTIONS_PER_END_USER": "3"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RateLimits || c.RatePerClientIP != (Rate{100, time.Hour}) || fmt.Sprint(c.TrustedProxies) != "[10.0.0.0/8 fd00::/8]" || c.MaxConnectionsPerEndUser != 3 {
+		t.Fatalf("loaded = %+v", c)
+	}
+	// Named keys; a plain key is named from its hash, stably.
+	key := strings.Repeat("k", 32)
+	c, err = Load(env(map[string]string{"MMCONNECT_API_KEYS": "billing:" + key + "1, " + key + "2"}))
+	if err != nil || len(c.APIKeys) != 2 {
+		t.Fatalf("named keys: %v %v", c.APIKeys, err)
+	}
+	if _, err := Load(env(map[string]string{"MMCONNECT_API_KEYS": "billing:short"})); err == nil {
+		t.Fatal("a named key shorter than 32 characters was accepted")
 	}
 }
 

@@ -19,6 +19,9 @@ var (
 	// ErrUnavailable: the database is busy, unreachable or full. Nothing was
 	// written; the request may be retried.
 	ErrUnavailable = errors.New("database unavailable")
+	// ErrTooManyConnections: the end user has as many live connections as
+	// allowed; a reconnect of one of them is always allowed.
+	ErrTooManyConnections = errors.New("too many connections for this end user")
 	// ErrSealingKeyMissing: a stored value was sealed with an encryption
 	// key that is not configured; the operator must restore the key.
 	ErrSealingKeyMissing = errors.New("sealed with an encryption key that is not configured")

@@ -35,6 +35,11 @@ type Change struct {
 	// Revocation, when set, keeps the token sealed until Mattermost has
 	// revoked it (or retries run out).
 	Revocation *PendingRevocation
+	// MaxLivePerEndUser, when positive on a Create of a connection with an
+	// end user, refuses it with ErrTooManyConnections if that end user
+	// already has that many live connections (checked in the same
+	// transaction, serialised per end user).
+	MaxLivePerEndUser int
 	// SealingKey is the key id of a value the change seals, recorded in the
 	// store's small table of key ids in use, so a start can check that
 	// every one is configured without reading every row.

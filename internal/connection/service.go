@@ -63,6 +63,8 @@ type Service struct {
 	recheck        RecheckOptions
 	// retention is how long a revoked connection is kept; zero keeps it.
 	retention time.Duration
+	// maxPerEndUser caps an end user's live connections; zero: no cap.
+	maxPerEndUser int
 
 	holdMu sync.Mutex
 	// held are hosts that answered 429, left alone until the time given.
@@ -98,6 +100,10 @@ func WithRevoker(r Revoker, upstream bool) Option {
 
 // WithRecheck sets the background re-checks.
 func WithRecheck(o RecheckOptions) Option { return func(s *Service) { s.recheck = o } }
+
+// WithMaxPerEndUser caps each end user's live connections at n (zero: no
+// cap); connections without an end user are not capped.
+func WithMaxPerEndUser(n int) Option { return func(s *Service) { s.maxPerEndUser = n } }
 
 // WithRetention deletes revoked connections older than d (zero keeps them).
 func WithRetention(d time.Duration) Option { return func(s *Service) { s.retention = d } }
@@ -171,7 +177,7 @@ type ConnectInput struct {
 // stores the connection. If a connection that is not revoked exists for the
 // same server, Mattermost user and end user, its token is replaced instead
 // and created is false. Errors: *ValidationError (nothing was sent
-// upstream), *UpstreamError, ErrUnavailable.
+// upstream), *UpstreamError, ErrTooManyConnections, ErrUnavailable.
 func (s *Service) Connect(ctx context.Context, in ConnectInput) (c Connection, created bool, err error) {
 	serverURL, token, err := s.validate(in)
 	if err != nil {
@@ -214,7 +220,7 @@ func (s *Service) Connect(ctx context.Context, in ConnectInput) (c Connection, c
 			if err := s.applyToken(&c, token, tokenID, ident, now); err != nil {
 				return Connection{}, false, err
 			}
-			err = s.save(ctx, nil, &c, Change{})
+			err = s.save(ctx, nil, &c, Change{MaxLivePerEndUser: s.maxPerEndUser})
 			if errors.Is(err, ErrConflict) {
 				continue // an identical request won the race: reconnect to it
 			}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -252,26 +253,55 @@ func LoadOrCreateFile(path string, generate func() string) (value string, create
 
 // KeySet checks presented API keys. It keeps only SHA-256 digests and
 // compares a candidate against every one in constant time, so neither the
-// length of a key nor which key matched shows in the timing.
+// length of a key nor which key matched shows in the timing. Each key has
+// a name, for the audit trail and rate limits.
 type KeySet struct {
 	digests [][sha256.Size]byte
+	names   []string
 }
 
-// NewKeySet hashes the given keys.
+// keyNamePattern is what may stand before the colon of "name:key".
+var keyNamePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// ParseNamedKey splits MMCONNECT_API_KEYS's "name:key" form. A plain key
+// is named "key-" and the first 8 hex digits of its SHA-256, so its name
+// stays the same when other keys are added or removed.
+func ParseNamedKey(s string) (name, key string) {
+	if n, k, ok := strings.Cut(s, ":"); ok && keyNamePattern.MatchString(n) {
+		return n, k
+	}
+	sum := sha256.Sum256([]byte(s))
+	return "key-" + hex.EncodeToString(sum[:4]), s
+}
+
+// NewKeySet hashes the given keys, each plain or "name:key".
 func NewKeySet(keys []string) *KeySet {
 	ks := &KeySet{}
 	for _, k := range keys {
-		ks.digests = append(ks.digests, sha256.Sum256([]byte(k)))
+		name, key := ParseNamedKey(k)
+		ks.digests = append(ks.digests, sha256.Sum256([]byte(key)))
+		ks.names = append(ks.names, name)
 	}
 	return ks
 }
 
 // Match reports whether candidate is one of the keys.
 func (ks *KeySet) Match(candidate string) bool {
+	_, ok := ks.Identify(candidate)
+	return ok
+}
+
+// Identify returns the name of the key candidate is, comparing against
+// every key whatever matches.
+func (ks *KeySet) Identify(candidate string) (name string, ok bool) {
 	d := sha256.Sum256([]byte(candidate))
-	match := 0
+	found := -1
 	for i := range ks.digests {
-		match |= subtle.ConstantTimeCompare(d[:], ks.digests[i][:])
+		eq := subtle.ConstantTimeCompare(d[:], ks.digests[i][:])
+		found = subtle.ConstantTimeSelect(eq, i, found)
 	}
-	return match == 1
+	if found < 0 {
+		return "", false
+	}
+	return ks.names[found], true
 }

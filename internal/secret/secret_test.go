@@ -183,3 +183,20 @@ func TestCreateKeyFileRace(t *testing.T) {
 		t.Fatalf("key file mode %v", st.Mode().Perm())
 	}
 }
+
+func TestNamedKeys(t *testing.T) {
+	plain := NewAPIKey()
+	named := NewAPIKey()
+	ks := NewKeySet([]string{plain, "billing:" + named})
+	if name, ok := ks.Identify(named); !ok || name != "billing" {
+		t.Fatalf("named key = %q %v", name, ok)
+	}
+	name, ok := ks.Identify(plain)
+	again, _ := NewKeySet([]string{"x:" + NewAPIKey(), plain}).Identify(plain)
+	if !ok || !strings.HasPrefix(name, "key-") || len(name) != 12 || name != again {
+		t.Fatalf("plain key named %q (%v), %q among other keys; want a stable key-<8 hex>", name, ok, again)
+	}
+	if _, ok := ks.Identify("billing:" + named); ok {
+		t.Fatal("the name:key form itself was accepted as a key")
+	}
+}

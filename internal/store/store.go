@@ -213,12 +213,41 @@ func (s *Store) Create(ctx context.Context, c connection.Connection, ch connecti
 	row := toRow(c)
 	row.EventSeq = int64(len(ch.Events))
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if ch.MaxLivePerEndUser > 0 && c.EndUserID != nil {
+			if err := s.checkCap(tx, *c.EndUserID, ch.MaxLivePerEndUser); err != nil {
+				return err
+			}
+		}
 		if err := tx.Create(&row).Error; err != nil {
 			return err
 		}
 		return s.recordChange(tx, c.ID, 1, ch)
 	})
+	if errors.Is(err, connection.ErrTooManyConnections) {
+		return err
+	}
 	return s.wrap("create connection", err)
+}
+
+// checkCap refuses a new connection of an end user who has max live ones.
+// SQLite runs one write transaction at a time; on PostgreSQL a
+// transaction-scoped advisory lock on the end user serialises the creates
+// that could race past the count.
+func (s *Store) checkCap(tx *gorm.DB, endUserID string, max int) error {
+	if s.dialect == "postgres" {
+		if err := tx.Exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 7))", endUserID).Error; err != nil {
+			return err
+		}
+	}
+	var n int64
+	err := tx.Raw("SELECT COUNT(*) FROM connections WHERE end_user_id = ? AND status <> 'revoked'", endUserID).Scan(&n).Error
+	if err != nil {
+		return err
+	}
+	if n >= int64(max) {
+		return fmt.Errorf("end user has %d live connections: %w", n, connection.ErrTooManyConnections)
+	}
+	return nil
 }
 
 // Get implements connection.Store.

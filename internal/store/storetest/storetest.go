@@ -29,6 +29,7 @@ func Run(t *testing.T, newStore func(t *testing.T) connection.Store) {
 		{"UpdateConditional", testUpdateConditional},
 		{"UpdateClearsFields", testUpdateClears},
 		{"ListOrderFiltersAndKeyset", testList},
+		{"CapPerEndUser", testCapPerEndUser},
 		{"Ping", func(t *testing.T, s connection.Store) {
 			if err := s.Ping(context.Background()); err != nil {
 				t.Fatalf("Ping: %v", err)
@@ -315,5 +316,48 @@ func testList(t *testing.T, s connection.Store) {
 	got, _ = s.List(ctx, connection.ListFilter{Status: &st, Limit: 100})
 	if w := []string{all[2].ID}; !reflect.DeepEqual(ids(got), w) {
 		t.Fatalf("List(status invalid) = %v, want %v", ids(got), w)
+	}
+}
+
+// Concurrent creates for one end user never get past the cap; revoked
+// connections and other end users do not count.
+func testCapPerEndUser(t *testing.T, s connection.Store) {
+	ctx := context.Background()
+	revoked := sample(100, str("capped"))
+	revoked.Status, revoked.SealedToken = connection.StatusRevoked, nil
+	mustCreate(t, s, revoked)
+	mustCreate(t, s, sample(101, str("someone-else")))
+	const n, capacity = 10, 3
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := sample(i, str("capped"))
+			c.MattermostUser.ID = fmt.Sprintf("user-%d", i)
+			errs[i] = s.Create(ctx, c, connection.Change{MaxLivePerEndUser: capacity})
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, connection.ErrTooManyConnections):
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	if ok != capacity {
+		t.Fatalf("%d of %d concurrent creates succeeded under a cap of %d", ok, n, capacity)
+	}
+	// No end user: not capped.
+	for i := range capacity + 1 {
+		c := sample(200+i, nil)
+		c.MattermostUser.ID = fmt.Sprintf("anon-%d", i)
+		if err := s.Create(ctx, c, connection.Change{MaxLivePerEndUser: capacity}); err != nil {
+			t.Fatalf("a connection without an end user was capped: %v", err)
+		}
 	}
 }
