@@ -144,4 +144,3 @@ func (s *Server) outbound(next echo.HandlerFunc) echo.HandlerFunc {
 		return next(c)
 	}
 }
-
