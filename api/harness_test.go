@@ -25,6 +25,7 @@ import (
 	"github.com/mmconnect/mmconnect"
 	"github.com/mmconnect/mmconnect/api"
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/idempotency"
 	"github.com/mmconnect/mmconnect/internal/logtest"
 	"github.com/mmconnect/mmconnect/internal/mattermost"
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
@@ -139,7 +140,7 @@ func newHarnessWith(t testing.TB, opts harnessOptions) *harness {
 		opts.limits.Now = h.clock
 	}
 	deps := api.Deps{Connections: svc, Sessions: h.sessions, APIKeys: secret.NewKeySet(append([]string{h.key}, opts.extraKeys...)),
-		RateLimits: opts.limits, TrustedProxies: opts.trustedProxies,
+		RateLimits: opts.limits, TrustedProxies: opts.trustedProxies, Idempotency: idempotency.NewService(st, sealer, h.clock),
 		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: opts.publicURL, AllowedOrigins: opts.origins,
 		AppName: cmp.Or(opts.appName, "this app"), HelpURL: opts.helpURL}
 	if !opts.noWebhooks {

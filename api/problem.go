@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/idempotency"
 	"github.com/mmconnect/mmconnect/internal/session"
 	"github.com/mmconnect/mmconnect/internal/webhook"
 )
@@ -113,6 +114,13 @@ func problemFor(err error) (p Problem, retryAfter string, internal bool) {
 		res = ok(http.StatusNotFound, "not_found", "No connection has this id.")
 	case errors.Is(err, connection.ErrRevoked):
 		res = ok(http.StatusConflict, "connection_revoked", "This connection was revoked; its token is gone. Connect again to get a new one.")
+	case errors.Is(err, idempotency.ErrReused):
+		res = ok(http.StatusUnprocessableEntity, "idempotency_key_reused",
+			"This Idempotency-Key was used with another request body. Use a new key for a new request.")
+	case errors.Is(err, idempotency.ErrInUse):
+		res = ok(http.StatusConflict, "idempotency_key_in_use",
+			"A request with this Idempotency-Key is still being answered. Retry once it has finished.")
+		retryAfter = "1"
 	case errors.Is(err, connection.ErrTooManyConnections):
 		res = ok(http.StatusUnprocessableEntity, "too_many_connections",
 			"This user already has as many Mattermost connections as allowed. Revoke one before connecting another account (reconnecting an account that is already connected always works).")

@@ -21,7 +21,7 @@ func (s *Server) routes() {
 
 	// The app's backend (API key) or an end user's browser (connect session,
 	// limited to that end user's connections).
-	e.POST("/connections", s.createConnection, s.appOrSession, s.outbound)
+	e.POST("/connections", s.createConnection, s.appOrSession, s.idempotent, s.outbound)
 	get("/connections", s.listConnections, s.appOrSession)
 	get("/connections/:id", s.getConnection, s.appOrSession)
 	e.DELETE("/connections/:id", s.deleteConnection, s.appOrSession)
@@ -29,7 +29,7 @@ func (s *Server) routes() {
 
 	// The app's backend only.
 	get("/connections/:id/credentials", s.getCredentials, s.appOnly)
-	e.POST("/connect/sessions", s.createSession, s.appOnly)
+	e.POST("/connect/sessions", s.createSession, s.appOnly, s.idempotent)
 	e.DELETE("/connect/sessions/:id", s.deleteSession, s.appOnly)
 	get("/webhooks/deliveries", s.listDeliveries, s.appOnly)
 	e.POST("/webhooks/deliveries/:id/retry", s.retryDelivery, s.appOnly)

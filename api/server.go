@@ -74,6 +74,9 @@ type Deps struct {
 	// to the app's own help.
 	AppName string
 	HelpURL string
+	// Idempotency, when set, makes POST /connections and POST
+	// /connect/sessions safe to retry with an Idempotency-Key.
+	Idempotency Idempotency
 	// RateLimits, when set, bound connects and verifies per caller.
 	RateLimits *RateLimits
 	// TrustedProxies may set X-Forwarded-For; without them the client's
@@ -126,8 +129,8 @@ func NewServer(deps Deps) *Server {
 			Skipper:          func(c echo.Context) bool { return c.Path() == "" || c.Path() == "/*" },
 			AllowOrigins:     deps.AllowedOrigins,
 			AllowMethods:     []string{http.MethodGet, http.MethodPost, http.MethodDelete},
-			AllowHeaders:     []string{echo.HeaderAuthorization, echo.HeaderContentType},
-			ExposeHeaders:    []string{echo.HeaderXRequestID, echo.HeaderLocation, "Retry-After"},
+			AllowHeaders:     []string{echo.HeaderAuthorization, echo.HeaderContentType, "Idempotency-Key"},
+			ExposeHeaders:    []string{echo.HeaderXRequestID, echo.HeaderLocation, "Retry-After", "Idempotent-Replayed"},
 			AllowCredentials: false,
 			MaxAge:           600,
 		}))

@@ -18,6 +18,7 @@ import (
 	"github.com/mmconnect/mmconnect/api"
 	"github.com/mmconnect/mmconnect/internal/config"
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/idempotency"
 	"github.com/mmconnect/mmconnect/internal/mattermost"
 	"github.com/mmconnect/mmconnect/internal/outbound"
 	"github.com/mmconnect/mmconnect/internal/secret"
@@ -181,6 +182,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		log.Warn("MMCONNECT_PUBLIC_URL is plain http:// to another host: personal access tokens typed into the Connect page would cross the network in clear; use https://",
 			"public_url", cfg.PublicURL)
 	}
+	keys := idempotency.NewService(st, sealer, nil)
 	deps := api.Deps{
 		Connections:    svc,
 		Sessions:       session.NewService(st, cfg.SessionTTL, nil),
@@ -193,6 +195,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		AppName:        cfg.AppName,
 		HelpURL:        cfg.HelpURL,
 		TrustedProxies: cfg.TrustedProxies,
+		Idempotency:    keys,
 	}
 	if cfg.RateLimits {
 		deps.RateLimits = &api.RateLimits{
@@ -221,7 +224,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL)
 
 	bgCtx, stopBackground := context.WithCancel(context.Background())
-	background := startBackground(bgCtx, svc, hooks, log)
+	background := startBackground(bgCtx, svc, hooks, keys, log)
 
 	select {
 	case err := <-serveErr:

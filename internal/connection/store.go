@@ -92,14 +92,25 @@ type Store interface {
 	SealingKeyUse(ctx context.Context) (map[string]int64, error)
 }
 
-// Sealed is one stored sealed value: a connection's token, or the token of
-// a pending revocation (whose ID is its connection's).
+// Sealed is one stored sealed value: a connection's token, the token of a
+// pending revocation (whose ID is its connection's), or another sealed
+// value such as a stored idempotent answer. ID is its associated data.
 type Sealed struct {
-	ID                string
-	Generation        int64
-	Value             []byte
-	PendingRevocation bool
+	ID         string
+	Kind       SealedKind
+	Generation int64
+	Value      []byte
 }
+
+// SealedKind says where a sealed value is kept.
+type SealedKind string
+
+// The places sealed values are kept.
+const (
+	SealedToken       SealedKind = "token"
+	SealedRevocation  SealedKind = "revocation"
+	SealedIdempotency SealedKind = "idempotency"
+)
 
 // ListFilter narrows and pages a listing. Nil fields do not filter.
 type ListFilter struct {

@@ -38,19 +38,21 @@ func (s *Store) SealedAfter(ctx context.Context, afterID string, limit int) ([]c
 		ID          string
 		Generation  int64
 		SealedToken string
-		Pending     bool
+		Kind        string
 	}
-	err := s.db.WithContext(ctx).Raw(`SELECT id, generation, sealed_token, FALSE AS pending FROM connections
+	err := s.db.WithContext(ctx).Raw(`SELECT id, generation, sealed_token, 'token' AS kind FROM connections
 		WHERE id > ? AND sealed_token IS NOT NULL
 		UNION ALL
-		SELECT connection_id, 0, sealed_token, TRUE FROM pending_revocations WHERE connection_id > ?
-		ORDER BY 1 LIMIT ?`, afterID, afterID, limit).Scan(&rows).Error
+		SELECT connection_id, 0, sealed_token, 'revocation' FROM pending_revocations WHERE connection_id > ?
+		UNION ALL
+		SELECT key_hash, 0, sealed_body, 'idempotency' FROM idempotency_keys WHERE key_hash > ? AND sealed_body IS NOT NULL
+		ORDER BY 1 LIMIT ?`, afterID, afterID, afterID, limit).Scan(&rows).Error
 	if err != nil {
 		return nil, s.wrap("read sealed values", err)
 	}
 	out := make([]connection.Sealed, len(rows))
 	for i, r := range rows {
-		out[i] = connection.Sealed{ID: r.ID, Generation: r.Generation, Value: []byte(r.SealedToken), PendingRevocation: r.Pending}
+		out[i] = connection.Sealed{ID: r.ID, Kind: connection.SealedKind(r.Kind), Generation: r.Generation, Value: []byte(r.SealedToken)}
 	}
 	return out, nil
 }
@@ -61,10 +63,14 @@ func (s *Store) Reseal(ctx context.Context, old connection.Sealed, value []byte,
 	defer cancel()
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var res *gorm.DB
-		if old.PendingRevocation {
+		switch old.Kind {
+		case connection.SealedRevocation:
 			res = tx.Model(&revocationRow{}).Where("connection_id = ? AND sealed_token = ?", old.ID, string(old.Value)).
 				Update("sealed_token", string(value))
-		} else {
+		case connection.SealedIdempotency:
+			res = tx.Model(&idempotencyRow{}).Where("key_hash = ? AND sealed_body = ?", old.ID, string(old.Value)).
+				Update("sealed_body", string(value))
+		default:
 			// A new generation: a check that read the row before cannot
 			// write its outcome, and a reconnect meanwhile is never undone.
 			res = tx.Model(&connectionRow{}).Where("id = ? AND generation = ? AND sealed_token = ?", old.ID, old.Generation, string(old.Value)).
@@ -94,7 +100,9 @@ func (s *Store) SealingKeyUse(ctx context.Context) (map[string]int64, error) {
 	err := s.db.WithContext(ctx).Raw(`SELECT key_id, COUNT(*) AS n FROM (
 		SELECT substr(sealed_token, 6, 8) AS key_id FROM connections WHERE sealed_token IS NOT NULL
 		UNION ALL
-		SELECT substr(sealed_token, 6, 8) FROM pending_revocations) sealed GROUP BY key_id`).Scan(&rows).Error
+		SELECT substr(sealed_token, 6, 8) FROM pending_revocations
+		UNION ALL
+		SELECT substr(sealed_body, 6, 8) FROM idempotency_keys WHERE sealed_body IS NOT NULL) sealed GROUP BY key_id`).Scan(&rows).Error
 	if err != nil {
 		return nil, s.wrap("count sealed values", err)
 	}
@@ -115,7 +123,8 @@ func (s *Store) SealingKeyUse(ctx context.Context) (map[string]int64, error) {
 		like := "mmc1." + id + ".%"
 		err := s.db.WithContext(ctx).Exec(`DELETE FROM sealing_keys WHERE key_id = ?
 			AND NOT EXISTS (SELECT 1 FROM connections WHERE sealed_token LIKE ?)
-			AND NOT EXISTS (SELECT 1 FROM pending_revocations WHERE sealed_token LIKE ?)`, id, like, like).Error
+			AND NOT EXISTS (SELECT 1 FROM pending_revocations WHERE sealed_token LIKE ?)
+			AND NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE sealed_body LIKE ?)`, id, like, like, like).Error
 		if err != nil {
 			return nil, s.wrap("forget a retired key id", err)
 		}

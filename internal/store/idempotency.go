@@ -1,0 +1,96 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/mmconnect/mmconnect/internal/idempotency"
+)
+
+var _ idempotency.Store = (*Store)(nil)
+
+type idempotencyRow struct {
+	KeyHash     string `gorm:"primaryKey"`
+	RequestHash string
+	Status      int
+	SealedBody  *string
+	CreatedAt   int64 `gorm:"autoCreateTime:false"`
+	ExpiresAt   int64
+}
+
+func (idempotencyRow) TableName() string { return "idempotency_keys" }
+
+// ClaimKey implements idempotency.Store: an insert that a concurrent one
+// (from any replica) loses, then a conditional take-over of a record that
+// expired or was abandoned in flight.
+func (s *Store) ClaimKey(ctx context.Context, r idempotency.Record, staleBefore time.Time) (*idempotency.Record, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	db := s.db.WithContext(ctx)
+	res := db.Exec(`INSERT INTO idempotency_keys (key_hash, request_hash, status, created_at, expires_at) VALUES (?, ?, 0, ?, ?)
+		ON CONFLICT (key_hash) DO NOTHING`, r.Key, r.RequestHash, micros(r.CreatedAt), micros(r.ExpiresAt))
+	if res.Error != nil {
+		return nil, s.wrap("claim idempotency key", res.Error)
+	}
+	if res.RowsAffected == 1 {
+		return nil, nil
+	}
+	var row idempotencyRow
+	if err := db.Where("key_hash = ?", r.Key).Take(&row).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return s.ClaimKey(ctx, r, staleBefore) // released meanwhile
+		}
+		return nil, s.wrap("read idempotency key", err)
+	}
+	if row.ExpiresAt < micros(r.CreatedAt) || (row.Status == 0 && row.CreatedAt < micros(staleBefore)) {
+		res := db.Model(&idempotencyRow{}).Where("key_hash = ? AND created_at = ? AND status = ?", r.Key, row.CreatedAt, row.Status).
+			Updates(map[string]any{"request_hash": r.RequestHash, "status": 0, "sealed_body": nil,
+				"created_at": micros(r.CreatedAt), "expires_at": micros(r.ExpiresAt)})
+		if res.Error != nil {
+			return nil, s.wrap("take over idempotency key", res.Error)
+		}
+		if res.RowsAffected == 1 {
+			return nil, nil
+		}
+		return s.ClaimKey(ctx, r, staleBefore)
+	}
+	out := &idempotency.Record{Key: row.KeyHash, RequestHash: row.RequestHash, Status: row.Status,
+		CreatedAt: time.UnixMicro(row.CreatedAt).UTC(), ExpiresAt: time.UnixMicro(row.ExpiresAt).UTC()}
+	if row.SealedBody != nil {
+		out.SealedBody = []byte(*row.SealedBody)
+	}
+	return out, nil
+}
+
+// FinishKey implements idempotency.Store.
+func (s *Store) FinishKey(ctx context.Context, key string, status int, sealedBody []byte, sealingKey string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		body := string(sealedBody)
+		if err := tx.Model(&idempotencyRow{}).Where("key_hash = ? AND status = 0", key).
+			Updates(map[string]any{"status": status, "sealed_body": &body}).Error; err != nil {
+			return err
+		}
+		return tx.Exec("INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING", sealingKey).Error
+	})
+	return s.wrap("store an idempotent answer", err)
+}
+
+// ReleaseKey implements idempotency.Store.
+func (s *Store) ReleaseKey(ctx context.Context, key string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return s.wrap("release idempotency key", s.db.WithContext(ctx).Where("key_hash = ? AND status = 0", key).Delete(&idempotencyRow{}).Error)
+}
+
+// PruneKeys implements idempotency.Store.
+func (s *Store) PruneKeys(ctx context.Context, t time.Time) (int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	res := s.db.WithContext(ctx).Where("expires_at < ?", micros(t)).Delete(&idempotencyRow{})
+	return int(res.RowsAffected), s.wrap("prune idempotency keys", res.Error)
+}
