@@ -122,6 +122,26 @@ func TestTwoReplicasOnOnePostgres(t *testing.T) {
 	}
 	resp.Body.Close()
 
+	// An Idempotency-Key used on A is answered from the database on B.
+	post := func(in *instance) (int, string, string) {
+		req, _ := http.NewRequest("POST", in.base+"/connect/sessions", strings.NewReader(`{"end_user_id":"idem"}`))
+		req.Header.Set("Authorization", "Bearer "+in.key)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "replica-key")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), resp.Header.Get("Idempotent-Replayed")
+	}
+	stA, bodyA, _ := post(a)
+	stB, bodyB, replayed := post(b)
+	if stA != 201 || stB != 201 || bodyA != bodyB || replayed != "true" {
+		t.Fatalf("idempotent create on A then B: %d / %d replayed=%q, same body %v", stA, stB, replayed, bodyA == bodyB)
+	}
+
 	a.stop()
 	b.stop()
 	applied := strings.Count(a.logs.String(), `"msg":"migration applied"`) + strings.Count(b.logs.String(), `"msg":"migration applied"`)
