@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/mmconnect/mmconnect/internal/audit"
 	"github.com/mmconnect/mmconnect/internal/connection"
 )
 
@@ -162,10 +163,11 @@ func (s *Server) createConnection(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderLocation, connectionLocation(conn.ID))
-	status := http.StatusOK
+	status, action := http.StatusOK, audit.ConnectionReconnect
 	if created {
-		status = http.StatusCreated
+		status, action = http.StatusCreated, audit.ConnectionCreated
 	}
+	s.audit(c, action, conn.ID, string(conn.Status))
 	return respond(c, status, toConnectionResponse(conn))
 }
 
@@ -247,6 +249,7 @@ func (s *Server) verifyConnection(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.audit(c, audit.ConnectionVerify, conn.ID, string(conn.Status))
 	return respond(c, http.StatusOK, toConnectionResponse(conn))
 }
 
@@ -255,6 +258,7 @@ func (s *Server) getCredentials(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.audit(c, audit.ConnectionCredential, c.Param("id"), "")
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	c.Response().Header().Set("Pragma", "no-cache")
 	return respond(c, http.StatusOK, credentialsResponse{ServerURL: cred.ServerURL, Token: cred.Token,
@@ -279,8 +283,14 @@ func (s *Server) deleteConnection(c echo.Context) error {
 	if _, err := s.visibleConnection(c); err != nil {
 		return err
 	}
-	if _, err := s.deps.Connections.Revoke(c.Request().Context(), c.Param("id"), upstream); err != nil {
+	conn, err := s.deps.Connections.Revoke(c.Request().Context(), c.Param("id"), upstream)
+	if err != nil {
 		return err
 	}
+	detail := ""
+	if conn.UpstreamRevocation != nil {
+		detail = "upstream " + string(conn.UpstreamRevocation.Status)
+	}
+	s.audit(c, audit.ConnectionRevoke, conn.ID, detail)
 	return c.NoContent(http.StatusNoContent)
 }

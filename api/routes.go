@@ -32,6 +32,7 @@ func (s *Server) routes() {
 	e.POST("/connect/sessions", s.createSession, s.appOnly, s.idempotent)
 	e.DELETE("/connect/sessions/:id", s.deleteSession, s.appOnly)
 	get("/webhooks/deliveries", s.listDeliveries, s.appOnly)
+	get("/audit-events", s.listAuditEvents, s.appOnly)
 	e.POST("/webhooks/deliveries/:id/retry", s.retryDelivery, s.appOnly)
 	e.POST("/webhooks/test", s.testWebhook, s.appOnly)
 

@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/mmconnect/mmconnect/internal/audit"
 )
 
 // createSessionRequest opens a connect session; its field rule is the
@@ -38,6 +40,7 @@ func (s *Server) createSession(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.audit(c, audit.SessionOpen, "", "session "+sess.ID+" for "+sess.EndUserID)
 	// The token rides in the fragment, which browsers never send to a server.
 	return respond(c, http.StatusCreated, sessionResponse{
 		ID:         sess.ID,
@@ -51,6 +54,7 @@ func (s *Server) deleteSession(c echo.Context) error {
 	if err := s.deps.Sessions.End(c.Request().Context(), c.Param("id")); err != nil {
 		return err
 	}
+	s.audit(c, audit.SessionEnd, "", "session "+c.Param("id"))
 	return c.NoContent(http.StatusNoContent)
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mmconnect/mmconnect/internal/audit"
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/idempotency"
 	"github.com/mmconnect/mmconnect/internal/webhook"
@@ -26,7 +27,7 @@ const (
 
 // startBackground runs the re-check sweep, webhook deliveries, upstream
 // revocation retries and retention until ctx ends; Wait on the result.
-func startBackground(ctx context.Context, svc *connection.Service, hooks *webhook.Service, keys *idempotency.Service, log *slog.Logger) *sync.WaitGroup {
+func startBackground(ctx context.Context, svc *connection.Service, hooks *webhook.Service, keys *idempotency.Service, trail *audit.Service, log *slog.Logger) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	loop := func(name string, every time.Duration, wake <-chan struct{}, round func(context.Context) (int, error)) {
 		wg.Add(1)
@@ -68,6 +69,9 @@ func startBackground(ctx context.Context, svc *connection.Service, hooks *webhoo
 			err = perr
 		}
 		if _, perr := keys.Prune(ctx); perr != nil && err == nil {
+			err = perr
+		}
+		if _, perr := trail.Prune(ctx); perr != nil && err == nil {
 			err = perr
 		}
 		return n, err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mmconnect/mmconnect"
 	"github.com/mmconnect/mmconnect/api"
+	"github.com/mmconnect/mmconnect/internal/audit"
 	"github.com/mmconnect/mmconnect/internal/config"
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/idempotency"
@@ -183,6 +184,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 			"public_url", cfg.PublicURL)
 	}
 	keys := idempotency.NewService(st, sealer, nil)
+	trail := audit.NewService(st, cfg.AuditRetention, nil)
 	deps := api.Deps{
 		Connections:    svc,
 		Sessions:       session.NewService(st, cfg.SessionTTL, nil),
@@ -196,6 +198,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		HelpURL:        cfg.HelpURL,
 		TrustedProxies: cfg.TrustedProxies,
 		Idempotency:    keys,
+		Audit:          trail,
 	}
 	if cfg.RateLimits {
 		deps.RateLimits = &api.RateLimits{
@@ -224,7 +227,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL)
 
 	bgCtx, stopBackground := context.WithCancel(context.Background())
-	background := startBackground(bgCtx, svc, hooks, keys, log)
+	background := startBackground(bgCtx, svc, hooks, keys, trail, log)
 
 	select {
 	case err := <-serveErr:

@@ -97,6 +97,8 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// MaxConnectionsPerEndUser caps one end user's live connections.
 	MaxConnectionsPerEndUser int
+	// AuditRetention is how long audit events are kept; zero keeps them.
+	AuditRetention time.Duration
 }
 
 // Rate is N requests per Period ("20/s", "10/m", "100/h").
@@ -350,6 +352,11 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.MaxConnectionsPerEndUser, err = intVar(get, "MMCONNECT_MAX_CONNECTIONS_PER_END_USER", 25, 1, 100_000); err != nil {
 		return Config{}, err
 	}
+	ar, err := time.ParseDuration(get("MMCONNECT_AUDIT_RETENTION", "2160h"))
+	if err != nil || ar < 0 || (ar > 0 && ar < time.Hour) {
+		return Config{}, &Error{"MMCONNECT_AUDIT_RETENTION", "must be 0 (keep forever) or a duration of at least 1h, e.g. 2160h"}
+	}
+	c.AuditRetention = ar
 	return c, nil
 }
 
@@ -458,6 +465,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("rate_per_ip", fmt.Sprintf("%d per %s", c.RatePerClientIP.N, c.RatePerClientIP.Period)),
 		slog.Any("trusted_proxies", c.TrustedProxies),
 		slog.Int("max_connections_per_end_user", c.MaxConnectionsPerEndUser),
+		slog.Duration("audit_retention", c.AuditRetention),
 	)
 }
 

@@ -1,0 +1,108 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/mmconnect/mmconnect/internal/audit"
+	"github.com/mmconnect/mmconnect/internal/connection"
+)
+
+// Audit is what the API needs of the audit trail.
+type Audit interface {
+	Record(ctx context.Context, e audit.Event) error
+	List(ctx context.Context, q audit.Query) (audit.Page, error)
+}
+
+// audit records what the caller just did. A failure to record is logged,
+// not sent to the caller, whose action has already happened.
+func (s *Server) audit(c echo.Context, action, connectionID, detail string) {
+	if s.deps.Audit == nil {
+		return
+	}
+	err := s.deps.Audit.Record(context.WithoutCancel(c.Request().Context()), audit.Event{
+		Actor: actorOf(c), Action: action, ConnectionID: connectionID, ClientIP: c.RealIP(), RequestID: requestID(c), Detail: detail})
+	if err != nil {
+		s.deps.Logger.Error("record audit event", "request_id", requestID(c), "action", action, "err", err)
+	}
+}
+
+type auditEventResponse struct {
+	ID           string  `json:"id"`
+	At           string  `json:"at"`
+	Actor        string  `json:"actor"`
+	Action       string  `json:"action"`
+	ConnectionID *string `json:"connection_id"`
+	ClientIP     string  `json:"client_ip"`
+	RequestID    string  `json:"request_id"`
+	Detail       string  `json:"detail"`
+}
+
+type auditListResponse struct {
+	Data       []auditEventResponse `json:"data"`
+	NextCursor *string              `json:"next_cursor"`
+}
+
+func (s *Server) listAuditEvents(c echo.Context) error {
+	if s.deps.Audit == nil {
+		return echo.ErrNotFound
+	}
+	var q audit.Query
+	params, err := url.ParseQuery(c.Request().URL.RawQuery)
+	if err != nil {
+		return invalidRequest("The query string is malformed (a broken %-escape or ';').")
+	}
+	for name, values := range params {
+		if len(values) != 1 || values[0] == "" {
+			return invalidRequest("Query parameter " + name + " must be given once, not empty.")
+		}
+		v := values[0]
+		switch name {
+		case "connection_id":
+			q.ConnectionID = v
+		case "actor":
+			q.Actor = v
+		case "action":
+			q.Action = v
+		case "since":
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return invalidRequest("since must be an RFC 3339 time, e.g. 2026-11-27T00:00:00Z.")
+			}
+			q.Since = &t
+		case "limit":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > connection.MaxListLimit {
+				return invalidRequest("limit must be a whole number from 1 to " + strconv.Itoa(connection.MaxListLimit) + ".")
+			}
+			q.Limit = n
+		case "cursor":
+			q.Cursor = v
+		default:
+			return invalidRequest("Unknown query parameter " + name + "; use connection_id, actor, action, since, limit or cursor.")
+		}
+	}
+	page, err := s.deps.Audit.List(c.Request().Context(), q)
+	if err != nil {
+		return err
+	}
+	out := auditListResponse{Data: make([]auditEventResponse, len(page.Events))}
+	for i, e := range page.Events {
+		r := auditEventResponse{ID: e.ID, At: formatTime(e.At), Actor: e.Actor, Action: e.Action,
+			ClientIP: e.ClientIP, RequestID: e.RequestID, Detail: e.Detail}
+		if e.ConnectionID != "" {
+			id := e.ConnectionID
+			r.ConnectionID = &id
+		}
+		out.Data[i] = r
+	}
+	if page.NextCursor != "" {
+		out.NextCursor = &page.NextCursor
+	}
+	return respond(c, http.StatusOK, out)
+}

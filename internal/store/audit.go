@@ -1,0 +1,73 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/mmconnect/mmconnect/internal/audit"
+)
+
+var _ audit.Store = (*Store)(nil)
+
+type auditRow struct {
+	ID           string `gorm:"primaryKey"`
+	At           int64
+	Actor        string
+	Action       string
+	ConnectionID string
+	ClientIP     string
+	RequestID    string
+	Detail       string
+}
+
+func (auditRow) TableName() string { return "audit_events" }
+
+// AddAuditEvent implements audit.Store.
+func (s *Store) AddAuditEvent(ctx context.Context, e audit.Event) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	row := auditRow{ID: e.ID, At: micros(e.At), Actor: e.Actor, Action: e.Action, ConnectionID: e.ConnectionID,
+		ClientIP: e.ClientIP, RequestID: e.RequestID, Detail: e.Detail}
+	return s.wrap("record audit event", s.db.WithContext(ctx).Create(&row).Error)
+}
+
+// ListAuditEvents implements audit.Store.
+func (s *Store) ListAuditEvents(ctx context.Context, f audit.Filter) ([]audit.Event, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	q := s.db.WithContext(ctx).Model(&auditRow{})
+	if f.ConnectionID != "" {
+		q = q.Where("connection_id = ?", f.ConnectionID)
+	}
+	if f.Actor != "" {
+		q = q.Where("actor = ?", f.Actor)
+	}
+	if f.Action != "" {
+		q = q.Where("action = ?", f.Action)
+	}
+	if f.Since != nil {
+		q = q.Where("at >= ?", micros(*f.Since))
+	}
+	if a := f.After; a != nil {
+		at := micros(a.CreatedAt)
+		q = q.Where("(at < ? OR (at = ? AND id < ?))", at, at, a.ID)
+	}
+	var rows []auditRow
+	if err := q.Order("at DESC, id DESC").Limit(f.Limit).Find(&rows).Error; err != nil {
+		return nil, s.wrap("list audit events", err)
+	}
+	out := make([]audit.Event, len(rows))
+	for i, r := range rows {
+		out[i] = audit.Event{ID: r.ID, At: time.UnixMicro(r.At).UTC(), Actor: r.Actor, Action: r.Action,
+			ConnectionID: r.ConnectionID, ClientIP: r.ClientIP, RequestID: r.RequestID, Detail: r.Detail}
+	}
+	return out, nil
+}
+
+// PruneAuditEvents implements audit.Store.
+func (s *Store) PruneAuditEvents(ctx context.Context, t time.Time) (int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	res := s.db.WithContext(ctx).Where("at < ?", micros(t)).Delete(&auditRow{})
+	return int(res.RowsAffected), s.wrap("prune audit events", res.Error)
+}
