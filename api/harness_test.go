@@ -142,7 +142,7 @@ func newHarnessWith(t testing.TB, opts harnessOptions) *harness {
 	}
 	deps := api.Deps{Connections: svc, Sessions: h.sessions, APIKeys: secret.NewKeySet(append([]string{h.key}, opts.extraKeys...)),
 		RateLimits: opts.limits, TrustedProxies: opts.trustedProxies, Idempotency: idempotency.NewService(st, sealer, h.clock),
-		Audit: audit.NewService(st, 0, h.clock),
+		Audit:  audit.NewService(st, 0, h.clock),
 		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: opts.publicURL, AllowedOrigins: opts.origins,
 		AppName: cmp.Or(opts.appName, "this app"), HelpURL: opts.helpURL}
 	if !opts.noWebhooks {
