@@ -9,7 +9,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 MMCONNECT_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 export MMCONNECT_TEST_POSTGRES_URL
 
-.PHONY: run build test check unit fuzz bench clean test-browser-repeat
+.PHONY: run build test check unit fuzz bench clean test-browser-repeat load
 
 run:
 	$(GO) run ./cmd/mmconnect
@@ -40,6 +40,14 @@ fuzz:
 # Every browser test, 20 times in a row: a flaky one fails here.
 test-browser-repeat:
 	CGO_ENABLED=1 $(GO) test -count=20 -timeout 40m -run '^TestBrowser' ./api
+
+# The load run (not part of `make test`): 200 clients for 30 s against the
+# built binary and a local TLS stand-in Mattermost, then SIGKILL and a
+# restart; it fails on any 5xx or any acknowledged write lost.
+LOAD_CLIENTS  ?= 200
+LOAD_DURATION ?= 30s
+load: build
+	$(GO) run ./cmd/mmconnect-load -bin ./$(BIN) -clients $(LOAD_CLIENTS) -duration $(LOAD_DURATION)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -104,10 +104,22 @@ func (s *Server) ServeUnder(subpath string) { s.subpath.Store(&subpath) }
 
 // NewServer starts a TLS fake; it is closed when the test ends.
 func NewServer(t testing.TB) *Server {
-	s := &Server{tokens: map[string]*pat{}}
-	s.Server = httptest.NewTLSServer(http.HandlerFunc(s.serve))
+	s := Start()
 	t.Cleanup(s.Close)
 	return s
+}
+
+// Start starts a TLS fake outside a test (load runs); Close it when done.
+func Start() *Server {
+	s := &Server{tokens: map[string]*pat{}}
+	s.Server = httptest.NewTLSServer(http.HandlerFunc(s.serve))
+	return s
+}
+
+// WriteCAFile writes the server's certificate as PEM to path, for
+// MMCONNECT_UPSTREAM_CA_FILE.
+func (s *Server) WriteCAFile(path string) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw}), 0o600)
 }
 
 // AddToken makes token valid for u; its token id is derived from it
@@ -183,8 +195,7 @@ func (s *Server) Requests() int64 { return s.requests.Load() }
 // path, for MMCONNECT_UPSTREAM_CA_FILE.
 func (s *Server) CAFile(t testing.TB) string {
 	path := filepath.Join(t.TempDir(), "upstream-ca.pem")
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
-	if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
+	if err := s.WriteCAFile(path); err != nil {
 		t.Fatal(err)
 	}
 	return path
