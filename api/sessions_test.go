@@ -142,7 +142,7 @@ func TestCORS(t *testing.T) {
 	pre := func(path, origin string) response {
 		return h.doWith("OPTIONS", path, nil, map[string]string{
 			"Origin": origin, "Access-Control-Request-Method": "POST",
-			"Access-Control-Request-Headers": "authorization, content-type", "Authorization": "",
+			"Access-Control-Request-Headers": "authorization, content-type, idempotency-key", "Authorization": "",
 		})
 	}
 	res := pre("/connections", "https://app.example.com")
@@ -150,7 +150,7 @@ func TestCORS(t *testing.T) {
 		t.Fatalf("preflight from an allowed origin = %d %v", res.Status, res.Header)
 	}
 	allowHeaders := strings.ToLower(res.Header.Get("Access-Control-Allow-Headers"))
-	if !strings.Contains(allowHeaders, "authorization") || !strings.Contains(allowHeaders, "content-type") {
+	if !strings.Contains(allowHeaders, "authorization") || !strings.Contains(allowHeaders, "content-type") || !strings.Contains(allowHeaders, "idempotency-key") {
 		t.Fatalf("Access-Control-Allow-Headers = %q", allowHeaders)
 	}
 	if res.Header.Get("Access-Control-Allow-Credentials") != "" {
