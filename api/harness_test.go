@@ -94,10 +94,12 @@ type harnessOptions struct {
 	appName, helpURL string
 	// limits, maxPerEndUser, trustedProxies and extraKeys are the abuse
 	// limits and more API keys.
-	limits         *api.RateLimits
-	maxPerEndUser  int
-	trustedProxies []netip.Prefix
-	extraKeys      []string
+	limits          *api.RateLimits
+	allowTokenPaths bool
+	proxyMaxBody    int64
+	maxPerEndUser   int
+	trustedProxies  []netip.Prefix
+	extraKeys       []string
 }
 
 const testWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -142,7 +144,12 @@ func newHarnessWith(t testing.TB, opts harnessOptions) *harness {
 	}
 	deps := api.Deps{Connections: svc, Sessions: h.sessions, APIKeys: secret.NewKeySet(append([]string{h.key}, opts.extraKeys...)),
 		RateLimits: opts.limits, TrustedProxies: opts.trustedProxies, Idempotency: idempotency.NewService(st, sealer, h.clock),
-		Audit:  audit.NewService(st, 0, h.clock),
+		Audit: audit.NewService(st, 0, h.clock),
+		Proxy: &api.ProxyOptions{
+			Transport: outbound.NewClient(outbound.Options{Timeout: 2 * time.Second, Fenced: true, RootCAs: pool,
+				AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}).Transport,
+			MaxBody: cmp.Or(opts.proxyMaxBody, 100<<20), AllowTokenPaths: opts.allowTokenPaths, Timeout: 2 * time.Second,
+		},
 		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: opts.publicURL, AllowedOrigins: opts.origins,
 		AppName: cmp.Or(opts.appName, "this app"), HelpURL: opts.helpURL}
 	if !opts.noWebhooks {
@@ -270,6 +277,14 @@ func (h *harness) checkContract(req *http.Request, body []byte, res response) {
 		vreq.Method = http.MethodGet
 		if _, _, err := h.router.FindRoute(vreq); err != nil && res.Status != http.StatusNotFound && res.Status != http.StatusMethodNotAllowed {
 			h.t.Errorf("HEAD %s: no GET in openapi.yaml but answered %d", req.URL, res.Status)
+		}
+		return
+	}
+	if strings.Contains(req.URL.Path, "/proxy/") {
+		// The proxy passes Mattermost's answers on as they are (any status,
+		// any body); only mmconnect's own answers are its problems.
+		if res.Header.Get("Mmconnect-Upstream") != "true" {
+			h.checkProblemSchema(res)
 		}
 		return
 	}

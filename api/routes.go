@@ -29,6 +29,8 @@ func (s *Server) routes() {
 
 	// The app's backend only.
 	get("/connections/:id/credentials", s.getCredentials, s.appOnly)
+	e.Match([]string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
+		"/connections/:id/proxy/*", s.proxy, s.appOnly)
 	e.POST("/connect/sessions", s.createSession, s.appOnly, s.idempotent)
 	e.DELETE("/connect/sessions/:id", s.deleteSession, s.appOnly)
 	get("/webhooks/deliveries", s.listDeliveries, s.appOnly)

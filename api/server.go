@@ -74,6 +74,8 @@ type Deps struct {
 	// to the app's own help.
 	AppName string
 	HelpURL string
+	// Proxy, when set, serves /connections/{id}/proxy/{path}.
+	Proxy *ProxyOptions
 	// Audit, when set, records who did what (GET /audit-events).
 	Audit Audit
 	// Idempotency, when set, makes POST /connections and POST

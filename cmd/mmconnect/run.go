@@ -199,6 +199,13 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		TrustedProxies: cfg.TrustedProxies,
 		Idempotency:    keys,
 		Audit:          trail,
+		Proxy: &api.ProxyOptions{
+			Transport: outbound.NewClient(outbound.Options{Timeout: cfg.ProxyTimeout, Fenced: true, AllowedNetworks: cfg.AllowedNetworks,
+				RootCAs: opts.RootCAs, HostLimit: hostLimit, MaxIdleConnsPerHost: 32}).Transport,
+			MaxBody:         cfg.ProxyMaxBody,
+			AllowTokenPaths: cfg.ProxyAllowTokenPaths,
+			Timeout:         cfg.ProxyTimeout,
+		},
 	}
 	if cfg.RateLimits {
 		deps.RateLimits = &api.RateLimits{

@@ -19,6 +19,7 @@ const (
 	ConnectionRevoke     = "connection.revoke"
 	SessionOpen          = "session.open"
 	SessionEnd           = "session.end"
+	ConnectionProxy      = "connection.proxy"
 )
 
 // Event is one recorded action. Actor is an API key's name or

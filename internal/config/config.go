@@ -99,6 +99,12 @@ type Config struct {
 	MaxConnectionsPerEndUser int
 	// AuditRetention is how long audit events are kept; zero keeps them.
 	AuditRetention time.Duration
+
+	// The proxy: whether paths that mint or reveal credentials pass, the
+	// largest request body, and how long to wait for an answer's headers.
+	ProxyAllowTokenPaths bool
+	ProxyMaxBody         int64
+	ProxyTimeout         time.Duration
 }
 
 // Rate is N requests per Period ("20/s", "10/m", "100/h").
@@ -357,7 +363,35 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, &Error{"MMCONNECT_AUDIT_RETENTION", "must be 0 (keep forever) or a duration of at least 1h, e.g. 2160h"}
 	}
 	c.AuditRetention = ar
+
+	if c.ProxyAllowTokenPaths, err = boolVar(get, "MMCONNECT_PROXY_ALLOW_TOKEN_PATHS", false); err != nil {
+		return Config{}, err
+	}
+	if c.ProxyMaxBody, err = parseSize(get("MMCONNECT_PROXY_MAX_BODY", "100MiB")); err != nil || c.ProxyMaxBody < 1<<10 {
+		return Config{}, &Error{"MMCONNECT_PROXY_MAX_BODY", "must be a size of at least 1KiB, e.g. 100MiB, 512KiB or 1048576"}
+	}
+	pt, err := time.ParseDuration(get("MMCONNECT_PROXY_TIMEOUT", "30s"))
+	if err != nil || pt < 100*time.Millisecond || pt > 10*time.Minute {
+		return Config{}, &Error{"MMCONNECT_PROXY_TIMEOUT", "must be a duration from 100ms to 10m, e.g. 30s"}
+	}
+	c.ProxyTimeout = pt
 	return c, nil
+}
+
+// parseSize reads bytes, or a number with KiB, MiB or GiB.
+func parseSize(v string) (int64, error) {
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if n, ok := strings.CutSuffix(v, suffix); ok {
+			v, mult = strings.TrimSpace(n), m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("bad size %q", v)
+	}
+	return n * mult, nil
 }
 
 // intVar reads a whole number from lo to hi.
@@ -466,6 +500,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("trusted_proxies", c.TrustedProxies),
 		slog.Int("max_connections_per_end_user", c.MaxConnectionsPerEndUser),
 		slog.Duration("audit_retention", c.AuditRetention),
+		slog.Bool("proxy_allow_token_paths", c.ProxyAllowTokenPaths),
+		slog.Int64("proxy_max_body", c.ProxyMaxBody),
+		slog.Duration("proxy_timeout", c.ProxyTimeout),
 	)
 }
 

@@ -106,6 +106,10 @@ func TestLoadRejects(t *testing.T) {
 		{"MMCONNECT_MAX_CONNECTIONS_PER_END_USER", "0"},
 		{"MMCONNECT_ENCRYPTION_KEYS", "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=,short"},
 		{"MMCONNECT_API_KEYS", "a:" + strings.Repeat("k", 32) + ",a:" + strings.Repeat("j", 32)},
+		{"MMCONNECT_PROXY_MAX_BODY", "lots"},
+		{"MMCONNECT_PROXY_MAX_BODY", "10"},
+		{"MMCONNECT_PROXY_TIMEOUT", "forever"},
+		{"MMCONNECT_PROXY_ALLOW_TOKEN_PATHS", "maybe"},
 	} {
 		_, err := Load(env(map[string]string{tc.name: tc.value}))
 		var ce *Error
@@ -176,6 +180,12 @@ func TestLoadAbuseLimits(t *testing.T) {
 	}
 	if c.RateLimits || c.RatePerClientIP != (Rate{100, time.Hour}) || fmt.Sprint(c.TrustedProxies) != "[10.0.0.0/8 fd00::/8]" || c.MaxConnectionsPerEndUser != 3 {
 		t.Fatalf("loaded = %+v", c)
+	}
+	if c.ProxyMaxBody != 100<<20 || c.ProxyTimeout != 30*time.Second || c.ProxyAllowTokenPaths {
+		t.Fatalf("proxy settings = %d %s %v", c.ProxyMaxBody, c.ProxyTimeout, c.ProxyAllowTokenPaths)
+	}
+	if c, err := Load(env(map[string]string{"MMCONNECT_PROXY_MAX_BODY": "512KiB"})); err != nil || c.ProxyMaxBody != 512<<10 {
+		t.Fatalf("512KiB = %d %v", c.ProxyMaxBody, err)
 	}
 	// Named keys; a plain key is named from its hash, stably.
 	key := strings.Repeat("k", 32)

@@ -749,3 +749,47 @@ func backoff(attempt int, base, ceiling time.Duration) time.Duration {
 
 // Ready tells whether the store answers.
 func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
+
+// ObserveTraffic records what an answer to a request made with c's token
+// (the proxy) shows: rejected means Mattermost refused the token the way
+// it refuses every dead token, and then the connection turns invalid
+// exactly as a failed re-check would make it; an accepted answer makes an
+// invalid connection active again. Anything else changes nothing. It
+// applies only to the generation that made the request and never goes
+// back in time. Errors: ErrUnavailable; a race (ErrConflict) is not an
+// error, the newer state stands.
+func (s *Service) ObserveTraffic(ctx context.Context, c Connection, started time.Time, rejected bool) error {
+	now := Truncate(s.now())
+	started = Truncate(started)
+	upd := c
+	switch {
+	case rejected && c.Status == StatusInvalid:
+		return nil // already recorded: a dead token's every request would write again
+	case rejected:
+		upd.Status = StatusInvalid
+		upd.LastError = &LastError{Code: CodeTokenRejected, At: now, Message: fmt.Sprintf(
+			"The Mattermost server at %s refused this token on a proxied request: it was revoked or disabled in Mattermost, "+
+				"the account was deactivated, or personal access tokens were switched off. "+
+				"Make a new token (Profile > Security > Personal Access Tokens > Create Token) and connect again.", c.ServerURL)}
+	case c.Status == StatusInvalid:
+		upd.Status = StatusActive
+		upd.LastError = nil
+		upd.LastVerifiedAt = &now
+	default:
+		return nil
+	}
+	upd.UpdatedAt = now
+	upd.LastCheckedAt = &started
+	err := s.save(ctx, &c, &upd, Change{})
+	if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// ForProxy loads a connection that is not revoked with its token, for a
+// request made on its behalf. Errors: ErrNotFound, ErrRevoked,
+// ErrSealingKeyMissing, ErrUnavailable.
+func (s *Service) ForProxy(ctx context.Context, id string) (Connection, string, error) {
+	return s.liveToken(ctx, id)
+}

@@ -193,8 +193,25 @@ func (t *limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		release()
 		return nil, err
 	}
+	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		// An upgraded connection (a websocket) holds its slot until closed,
+		// and stays writable for the reverse proxy.
+		resp.Body = &releasingConn{ReadWriteCloser: rwc, release: release}
+		return resp, nil
+	}
 	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
 	return resp, nil
+}
+
+type releasingConn struct {
+	io.ReadWriteCloser
+	release func()
+}
+
+func (c *releasingConn) Close() error {
+	err := c.ReadWriteCloser.Close()
+	c.release()
+	return err
 }
 
 type releasingBody struct {
