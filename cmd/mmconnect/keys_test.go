@@ -154,4 +154,16 @@ func TestEdgesOfTheRealServer(t *testing.T) {
 	if resp.StatusCode != 431 {
 		t.Errorf("headers over 1 MiB = %d; want Go's own 431", resp.StatusCode)
 	}
+
+	// The proxy, wired in the real program: the stored token reaches
+	// Mattermost's users/me.
+	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	status, c, _ := in.call("POST", "/connections", map[string]any{"server_url": mm.URL, "token": tokenA})
+	if status != 201 {
+		t.Fatalf("create = %d", status)
+	}
+	resp, body = send("GET", "/connections/"+c["id"].(string)+"/proxy/api/v4/users/me", nil)
+	if resp.StatusCode != 200 || resp.Header.Get("Mmconnect-Upstream") != "true" || !strings.Contains(body, `"username":"alice"`) {
+		t.Fatalf("proxied users/me = %d %v %.200s", resp.StatusCode, resp.Header, body)
+	}
 }
