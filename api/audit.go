@@ -3,14 +3,11 @@ package api
 import (
 	"context"
 	"net/http"
-	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/mmconnect/mmconnect/internal/audit"
-	"github.com/mmconnect/mmconnect/internal/connection"
 )
 
 // Audit is what the API needs of the audit trail.
@@ -53,15 +50,7 @@ func (s *Server) listAuditEvents(c echo.Context) error {
 		return echo.ErrNotFound
 	}
 	var q audit.Query
-	params, err := url.ParseQuery(c.Request().URL.RawQuery)
-	if err != nil {
-		return invalidRequest("The query string is malformed (a broken %-escape or ';').")
-	}
-	for name, values := range params {
-		if len(values) != 1 || values[0] == "" {
-			return invalidRequest("Query parameter " + name + " must be given once, not empty.")
-		}
-		v := values[0]
+	pp, err := listParams(c, "connection_id, actor, action, since", func(name, v string) (bool, error) {
 		switch name {
 		case "connection_id":
 			q.ConnectionID = v
@@ -72,21 +61,18 @@ func (s *Server) listAuditEvents(c echo.Context) error {
 		case "since":
 			t, err := time.Parse(time.RFC3339Nano, v)
 			if err != nil {
-				return invalidRequest("since must be an RFC 3339 time, e.g. 2026-11-27T00:00:00Z.")
+				return true, invalidRequest("since must be an RFC 3339 time, e.g. 2026-11-27T00:00:00Z.")
 			}
 			q.Since = &t
-		case "limit":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > connection.MaxListLimit {
-				return invalidRequest("limit must be a whole number from 1 to " + strconv.Itoa(connection.MaxListLimit) + ".")
-			}
-			q.Limit = n
-		case "cursor":
-			q.Cursor = v
 		default:
-			return invalidRequest("Unknown query parameter " + name + "; use connection_id, actor, action, since, limit or cursor.")
+			return false, nil
 		}
+		return true, nil
+	})
+	if err != nil {
+		return err
 	}
+	q.Limit, q.Cursor = pp.Limit, pp.Cursor
 	page, err := s.deps.Audit.List(c.Request().Context(), q)
 	if err != nil {
 		return err

@@ -59,16 +59,9 @@ func (s *Server) bindJSON(c echo.Context, dst any) error {
 	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 		return &requestError{http.StatusUnsupportedMediaType, "unsupported_media_type", "Send the body as application/json."}
 	}
-	if req.ContentLength > MaxBodyBytes {
-		return tooLarge()
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, MaxBodyBytes))
+	body, err := readBody(c)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return tooLarge()
-		}
-		return invalidRequest("The request body could not be read.")
+		return err
 	}
 	trimmed := bytes.TrimSpace(body)
 	switch {
@@ -95,6 +88,24 @@ func (s *Server) bindJSON(c echo.Context, dst any) error {
 		return err
 	}
 	return nil
+}
+
+// readBody reads a request body of at most MaxBodyBytes. Errors: 413
+// payload_too_large, 400 invalid_request.
+func readBody(c echo.Context) ([]byte, error) {
+	req := c.Request()
+	if req.ContentLength > MaxBodyBytes {
+		return nil, tooLarge()
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge()
+		}
+		return nil, invalidRequest("The request body could not be read.")
+	}
+	return body, nil
 }
 
 func tooLarge() error {

@@ -3,7 +3,6 @@ package api
 import (
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -183,40 +182,23 @@ func (s *Server) getConnection(c echo.Context) error {
 // empty ones rather than silently ignoring a typo.
 func listQuery(c echo.Context) (connection.ListQuery, error) {
 	var q connection.ListQuery
-	params, err := url.ParseQuery(c.Request().URL.RawQuery)
-	if err != nil {
-		return q, invalidRequest("The query string is malformed (a broken %-escape or ';').")
-	}
-	for name, values := range params {
-		if len(values) != 1 {
-			return q, invalidRequest("Query parameter " + name + " must be given once.")
-		}
-		v := values[0]
-		if v == "" {
-			return q, invalidRequest("Query parameter " + name + " must not be empty; leave it out instead.")
-		}
+	page, err := listParams(c, "end_user_id, status", func(name, v string) (bool, error) {
 		switch name {
 		case "end_user_id":
 			q.EndUserID = &v
 		case "status":
 			st := connection.Status(v)
 			if !st.Valid() {
-				return q, invalidRequest("status must be one of active, invalid, revoked.")
+				return true, invalidRequest("status must be one of active, invalid, revoked.")
 			}
 			q.Status = &st
-		case "limit":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > connection.MaxListLimit {
-				return q, invalidRequest("limit must be a whole number from 1 to " + strconv.Itoa(connection.MaxListLimit) + ".")
-			}
-			q.Limit = n
-		case "cursor":
-			q.Cursor = v
 		default:
-			return q, invalidRequest("Unknown query parameter " + name + "; use end_user_id, status, limit or cursor.")
+			return false, nil
 		}
-	}
-	return q, nil
+		return true, nil
+	})
+	q.Limit, q.Cursor = page.Limit, page.Cursor
+	return q, err
 }
 
 func (s *Server) listConnections(c echo.Context) error {

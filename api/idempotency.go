@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 
@@ -56,13 +55,9 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		if len(key) > 255 || !printable(key) {
 			return invalidRequest("Idempotency-Key must be 1 to 255 printable ASCII characters, e.g. a UUID.")
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, MaxBodyBytes))
+		body, err := readBody(c)
 		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return tooLarge()
-			}
-			return invalidRequest("The request body could not be read.")
+			return err
 		}
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		scoped := idempotency.Hash(actorOf(c), key)

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"net/url"
-	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -92,34 +90,21 @@ func (s *Server) webhooks() (Webhooks, error) {
 
 func (s *Server) listDeliveries(c echo.Context) error {
 	var q webhook.Query
-	params, err := url.ParseQuery(c.Request().URL.RawQuery)
+	pp, err := listParams(c, "status", func(name, v string) (bool, error) {
+		if name != "status" {
+			return false, nil
+		}
+		st := webhook.Status(v)
+		if !st.Valid() {
+			return true, invalidRequest("status must be one of pending, failed, delivered.")
+		}
+		q.Status = &st
+		return true, nil
+	})
 	if err != nil {
-		return invalidRequest("The query string is malformed (a broken %-escape or ';').")
+		return err
 	}
-	for name, values := range params {
-		if len(values) != 1 || values[0] == "" {
-			return invalidRequest("Query parameter " + name + " must be given once, not empty.")
-		}
-		v := values[0]
-		switch name {
-		case "status":
-			st := webhook.Status(v)
-			if !st.Valid() {
-				return invalidRequest("status must be one of pending, failed, delivered.")
-			}
-			q.Status = &st
-		case "limit":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > connection.MaxListLimit {
-				return invalidRequest("limit must be a whole number from 1 to " + strconv.Itoa(connection.MaxListLimit) + ".")
-			}
-			q.Limit = n
-		case "cursor":
-			q.Cursor = v
-		default:
-			return invalidRequest("Unknown query parameter " + name + "; use status, limit or cursor.")
-		}
-	}
+	q.Limit, q.Cursor = pp.Limit, pp.Cursor
 	wh, err := s.webhooks()
 	if err != nil {
 		return err

@@ -85,15 +85,22 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store
 	return store.OpenSQLite(ctx, cfg.SQLitePath, log)
 }
 
-// migrateOnly applies pending migrations and exits, for deployments that
-// migrate in a release step before rolling replicas.
-func migrateOnly(ctx context.Context, getenv func(string) string, logOut io.Writer) error {
+// storeFromEnv loads the configuration and opens the database (migrating
+// it), for the commands that work on the database alone.
+func storeFromEnv(ctx context.Context, getenv func(string) string, logOut io.Writer) (config.Config, *slog.Logger, *store.Store, error) {
 	cfg, err := config.Load(getenv)
 	if err != nil {
-		return fmt.Errorf("configuration: %w", err)
+		return config.Config{}, nil, nil, fmt.Errorf("configuration: %w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(logOut, nil))
 	st, err := openStore(ctx, cfg, log)
+	return cfg, log, st, err
+}
+
+// migrateOnly applies pending migrations and exits, for deployments that
+// migrate in a release step before rolling replicas.
+func migrateOnly(ctx context.Context, getenv func(string) string, logOut io.Writer) error {
+	_, log, st, err := storeFromEnv(ctx, getenv, logOut)
 	if err != nil {
 		return err
 	}
@@ -327,12 +334,7 @@ func loadSealer(ctx context.Context, cfg config.Config, st *store.Store, log *sl
 // rotateKeys re-seals every stored token under the first configured key
 // while servers keep serving, then reports what each key id still seals.
 func rotateKeys(ctx context.Context, getenv func(string) string, stdout, logOut io.Writer) error {
-	cfg, err := config.Load(getenv)
-	if err != nil {
-		return fmt.Errorf("configuration: %w", err)
-	}
-	log := slog.New(slog.NewJSONHandler(logOut, nil))
-	st, err := openStore(ctx, cfg, log)
+	cfg, log, st, err := storeFromEnv(ctx, getenv, logOut)
 	if err != nil {
 		return err
 	}
