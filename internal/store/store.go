@@ -262,22 +262,28 @@ func (s *Store) Get(ctx context.Context, id string) (connection.Connection, erro
 	return fromRow(row), nil
 }
 
+// findLiveQuery is written to match the unique index connections_live_key
+// exactly: its expression COALESCE(end_user_id, '') and its predicate, the
+// literal status (a parameter would not prove the partial index applies).
+const findLiveQuery = `SELECT * FROM connections
+	WHERE server_url = ? AND mattermost_user_id = ? AND COALESCE(end_user_id, '') = ? AND status <> 'revoked' LIMIT 1`
+
 // FindLive implements connection.Store.
 func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string, endUserID *string) (connection.Connection, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	q := s.db.WithContext(ctx).
-		Where("server_url = ? AND mattermost_user_id = ? AND status <> ?", serverURL, mattermostUserID, connection.StatusRevoked)
-	if endUserID == nil {
-		q = q.Where("end_user_id IS NULL")
-	} else {
-		q = q.Where("end_user_id = ?", *endUserID)
+	end := ""
+	if endUserID != nil {
+		end = *endUserID
 	}
-	var row connectionRow
-	if err := q.Take(&row).Error; err != nil {
+	var rows []connectionRow
+	if err := s.db.WithContext(ctx).Raw(findLiveQuery, serverURL, mattermostUserID, end).Scan(&rows).Error; err != nil {
 		return connection.Connection{}, s.wrap("find live connection", err)
 	}
-	return fromRow(row), nil
+	if len(rows) == 0 {
+		return connection.Connection{}, connection.ErrNotFound
+	}
+	return fromRow(rows[0]), nil
 }
 
 // List implements connection.Store.
