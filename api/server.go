@@ -21,6 +21,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/logging"
 	"github.com/mmconnect/mmconnect/internal/secret"
 	"github.com/mmconnect/mmconnect/internal/session"
 	"github.com/mmconnect/mmconnect/internal/webhook"
@@ -160,6 +161,9 @@ func (s *Server) requestIDMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.Set(ctxRequestID, id)
 		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		// Every log line written with the request's context carries the id.
+		req := c.Request()
+		c.SetRequest(req.WithContext(logging.WithRequestID(req.Context(), id)))
 		return next(c)
 	}
 }
@@ -209,13 +213,18 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := next(c); err != nil {
 			c.Error(err)
 		}
-		s.deps.Logger.Info("request",
-			"request_id", requestID(c),
-			"method", c.Request().Method,
-			"route", c.Path(),
-			"status", c.Response().Status,
-			"bytes", c.Response().Size,
-			"duration_ms", float64(time.Since(start).Microseconds())/1000,
+		ctx := c.Request().Context()
+		if !s.deps.Logger.Enabled(ctx, slog.LevelInfo) {
+			return nil
+		}
+		// LogAttrs with typed attributes: no boxing of each value.
+		s.deps.Logger.LogAttrs(ctx, slog.LevelInfo, "request",
+			slog.String("request_id", requestID(c)),
+			slog.String("method", c.Request().Method),
+			slog.String("route", c.Path()),
+			slog.Int("status", c.Response().Status),
+			slog.Int64("bytes", c.Response().Size),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 		)
 		return nil
 	}

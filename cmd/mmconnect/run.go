@@ -20,6 +20,7 @@ import (
 	"github.com/mmconnect/mmconnect/internal/config"
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/idempotency"
+	"github.com/mmconnect/mmconnect/internal/logging"
 	"github.com/mmconnect/mmconnect/internal/mattermost"
 	"github.com/mmconnect/mmconnect/internal/outbound"
 	"github.com/mmconnect/mmconnect/internal/secret"
@@ -92,7 +93,7 @@ func storeFromEnv(ctx context.Context, getenv func(string) string, logOut io.Wri
 	if err != nil {
 		return config.Config{}, nil, nil, fmt.Errorf("configuration: %w", err)
 	}
-	log := slog.New(slog.NewJSONHandler(logOut, nil))
+	log := logging.New(logOut, cfg.LogLevel)
 	st, err := openStore(ctx, cfg, log)
 	return cfg, log, st, err
 }
@@ -129,7 +130,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	log := slog.New(slog.NewJSONHandler(logOut, nil))
+	log := logging.New(logOut, cfg.LogLevel)
 	log.Info("starting", "version", buildVersion(), "config", cfg)
 
 	apiKeys, err := loadAPIKeys(cfg, log)

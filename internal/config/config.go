@@ -16,6 +16,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/mmconnect/mmconnect/internal/logging"
 	"github.com/mmconnect/mmconnect/internal/secret"
 	"github.com/mmconnect/mmconnect/internal/webhook"
 )
@@ -99,6 +100,9 @@ type Config struct {
 	MaxConnectionsPerEndUser int
 	// AuditRetention is how long audit events are kept; zero keeps them.
 	AuditRetention time.Duration
+
+	// LogLevel is the least level logged.
+	LogLevel slog.Level
 
 	// The proxy: whether paths that mint or reveal credentials pass, the
 	// largest request body, and how long to wait for an answer's headers.
@@ -375,6 +379,10 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, &Error{"MMCONNECT_PROXY_TIMEOUT", "must be a duration from 100ms to 10m, e.g. 30s"}
 	}
 	c.ProxyTimeout = pt
+
+	if c.LogLevel, err = logging.ParseLevel(get("MMCONNECT_LOG_LEVEL", "info")); err != nil {
+		return Config{}, &Error{"MMCONNECT_LOG_LEVEL", err.Error()}
+	}
 	return c, nil
 }
 
@@ -503,6 +511,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("proxy_allow_token_paths", c.ProxyAllowTokenPaths),
 		slog.Int64("proxy_max_body", c.ProxyMaxBody),
 		slog.Duration("proxy_timeout", c.ProxyTimeout),
+		slog.String("log_level", c.LogLevel.String()),
 	)
 }
 

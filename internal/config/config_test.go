@@ -110,6 +110,7 @@ func TestLoadRejects(t *testing.T) {
 		{"MMCONNECT_PROXY_MAX_BODY", "10"},
 		{"MMCONNECT_PROXY_TIMEOUT", "forever"},
 		{"MMCONNECT_PROXY_ALLOW_TOKEN_PATHS", "maybe"},
+		{"MMCONNECT_LOG_LEVEL", "verbose"},
 	} {
 		_, err := Load(env(map[string]string{tc.name: tc.value}))
 		var ce *Error

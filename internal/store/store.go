@@ -46,13 +46,46 @@ func gormConfig(log *slog.Logger) *gorm.Config {
 	return &gorm.Config{
 		SkipDefaultTransaction: true,
 		TranslateError:         true,
-		Logger: logger.New(slog.NewLogLogger(log.Handler(), slog.LevelWarn), logger.Config{
-			SlowThreshold:             time.Second,
-			LogLevel:                  logger.Warn,
-			IgnoreRecordNotFoundError: true,
-			ParameterizedQueries:      true,
-			Colorful:                  false,
-		}),
+		Logger: &sqlLogger{log: log},
+	}
+}
+
+// sqlLogger writes GORM's failures and slow statements through slog with
+// the statement's context, so a request's lines carry its request id. It
+// logs SQL with placeholders only, never the values (a token, an e-mail).
+type sqlLogger struct {
+	log *slog.Logger
+}
+
+func (l *sqlLogger) LogMode(logger.LogLevel) logger.Interface { return l }
+
+func (l *sqlLogger) Info(ctx context.Context, msg string, args ...any) {
+	l.log.InfoContext(ctx, fmt.Sprintf(msg, args...))
+}
+
+func (l *sqlLogger) Warn(ctx context.Context, msg string, args ...any) {
+	l.log.WarnContext(ctx, fmt.Sprintf(msg, args...))
+}
+
+func (l *sqlLogger) Error(ctx context.Context, msg string, args ...any) {
+	l.log.ErrorContext(ctx, fmt.Sprintf(msg, args...))
+}
+
+// ParamsFilter makes GORM render SQL without its values.
+func (l *sqlLogger) ParamsFilter(ctx context.Context, sql string, params ...any) (string, []any) {
+	return sql, nil
+}
+
+// Trace runs after every statement; it only logs what failed or was slow.
+func (l *sqlLogger) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
+	elapsed := time.Since(begin)
+	switch {
+	case err != nil && !errors.Is(err, gorm.ErrRecordNotFound):
+		sql, _ := fc()
+		l.log.LogAttrs(ctx, slog.LevelError, "sql failed", slog.String("sql", sql), slog.Duration("took", elapsed), slog.String("err", err.Error()))
+	case elapsed > time.Second:
+		sql, _ := fc()
+		l.log.LogAttrs(ctx, slog.LevelWarn, "slow sql", slog.String("sql", sql), slog.Duration("took", elapsed))
 	}
 }
 
