@@ -46,7 +46,7 @@ func gormConfig(log *slog.Logger) *gorm.Config {
 	return &gorm.Config{
 		SkipDefaultTransaction: true,
 		TranslateError:         true,
-		Logger: &sqlLogger{log: log},
+		Logger:                 &sqlLogger{log: log},
 	}
 }
 
@@ -296,7 +296,7 @@ func (s *Store) Get(ctx context.Context, id string) (connection.Connection, erro
 }
 
 // findLiveQuery is written to match the unique index connections_live_key
-// exactly: its expression COALESCE(end_user_id, '') and its predicate, the
+// exactly: its expression COALESCE(end_user_id, ”) and its predicate, the
 // literal status (a parameter would not prove the partial index applies).
 const findLiveQuery = `SELECT * FROM connections
 	WHERE server_url = ? AND mattermost_user_id = ? AND COALESCE(end_user_id, '') = ? AND status <> 'revoked' LIMIT 1`
