@@ -125,20 +125,23 @@ func (s *Server) outbound(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 	return func(c echo.Context) error {
 		now := s.limits.now()
-		check := func(l *limiter, who, key string) error {
+		check := func(l *limiter, which, who, key string) error {
 			if ok, wait := l.allow(key, now); !ok {
+				if s.deps.Metrics != nil {
+					s.deps.Metrics.RateLimited(which)
+				}
 				return &rateLimitedError{who: who, limit: l.rate, retryAfter: wait}
 			}
 			return nil
 		}
 		if sess := sessionOf(c); sess != nil {
-			if err := check(s.limits.session, "this connect session", sess.ID); err != nil {
+			if err := check(s.limits.session, "session", "this connect session", sess.ID); err != nil {
 				return err
 			}
-			if err := check(s.limits.ip, "this address", c.RealIP()); err != nil {
+			if err := check(s.limits.ip, "ip", "this address", c.RealIP()); err != nil {
 				return err
 			}
-		} else if err := check(s.limits.key, "this API key", apiKeyOf(c)); err != nil {
+		} else if err := check(s.limits.key, "api_key", "this API key", apiKeyOf(c)); err != nil {
 			return err
 		}
 		return next(c)

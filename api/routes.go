@@ -18,6 +18,13 @@ func (s *Server) routes() {
 	get("/healthz", s.healthz)
 	get("/readyz", s.readyz)
 	get("/openapi.yaml", s.openapi)
+	if s.deps.Metrics != nil && !s.deps.MetricsElsewhere {
+		if s.deps.MetricsToken != "" {
+			get("/metrics", s.metrics, s.metricsToken)
+		} else {
+			get("/metrics", s.metrics, s.appOnly)
+		}
+	}
 
 	// The app's backend (API key) or an end user's browser (connect session,
 	// limited to that end user's connections).

@@ -75,6 +75,12 @@ type Deps struct {
 	// to the app's own help.
 	AppName string
 	HelpURL string
+	// Metrics, when set, counts requests and rate-limit refusals, and
+	// serves GET /metrics on this listener unless MetricsElsewhere: behind
+	// MetricsToken when set, otherwise behind an API key.
+	Metrics          Metrics
+	MetricsToken     string
+	MetricsElsewhere bool
 	// Proxy, when set, serves /connections/{id}/proxy/{path}.
 	Proxy *ProxyOptions
 	// Audit, when set, records who did what (GET /audit-events).
@@ -87,6 +93,13 @@ type Deps struct {
 	// TrustedProxies may set X-Forwarded-For; without them the client's
 	// address is the connection's.
 	TrustedProxies []netip.Prefix
+}
+
+// Metrics is what the API reports to.
+type Metrics interface {
+	ObserveRequest(route, method string, status int, d time.Duration)
+	RateLimited(limit string)
+	Handler() http.Handler
 }
 
 // MaxBodyBytes bounds a request body.
@@ -212,6 +225,9 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		start := time.Now()
 		if err := next(c); err != nil {
 			c.Error(err)
+		}
+		if s.deps.Metrics != nil {
+			s.deps.Metrics.ObserveRequest(c.Path(), c.Request().Method, c.Response().Status, time.Since(start))
 		}
 		ctx := c.Request().Context()
 		if !s.deps.Logger.Enabled(ctx, slog.LevelInfo) {

@@ -2,14 +2,20 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/mmconnect/mmconnect/internal/audit"
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/idempotency"
+	"github.com/mmconnect/mmconnect/internal/metrics"
+	"github.com/mmconnect/mmconnect/internal/store"
 	"github.com/mmconnect/mmconnect/internal/webhook"
 )
 
@@ -80,4 +86,45 @@ func startBackground(ctx context.Context, svc *connection.Service, hooks *webhoo
 		loop("webhook delivery", deliveryPoll, hooks.Wake(), hooks.DeliverDue)
 	}
 	return &wg
+}
+
+// gaugeEvery is how often the connections-by-status gauge is re-read: from
+// the database, so it is right with any number of replicas, and never per
+// scrape.
+const gaugeEvery = 15 * time.Second
+
+func refreshConnectionGauge(ctx context.Context, st *store.Store, meters *metrics.Metrics, log *slog.Logger) {
+	for {
+		if counts, err := st.CountByStatus(ctx); err == nil {
+			meters.SetConnections(counts)
+		} else if ctx.Err() == nil {
+			log.Warn("count connections for metrics", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(gaugeEvery):
+		}
+	}
+}
+
+// metricsHandler serves /metrics on the metrics listener, behind the token
+// when one is set.
+func metricsHandler(h http.Handler, token string) http.Handler {
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		if token != "" {
+			got := sha256.Sum256([]byte(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")))
+			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="mmconnect metrics"`)
+				http.Error(w, "send the metrics token as Authorization: Bearer <token>", http.StatusUnauthorized)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -165,5 +166,68 @@ func TestEdgesOfTheRealServer(t *testing.T) {
 	resp, body = send("GET", "/connections/"+c["id"].(string)+"/proxy/api/v4/users/me", nil)
 	if resp.StatusCode != 200 || resp.Header.Get("Mmconnect-Upstream") != "true" || !strings.Contains(body, `"username":"alice"`) {
 		t.Fatalf("proxied users/me = %d %v %.200s", resp.StatusCode, resp.Header, body)
+	}
+}
+
+// Operators can see it: /metrics behind its token (or an API key), or on
+// a listener of its own.
+func TestMetrics(t *testing.T) {
+	mm := mattermosttest.NewServer(t)
+	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	env := newEnv(t, mm)
+	env["MMCONNECT_METRICS_TOKEN"] = "metrics-token-0123456789"
+	in := start(t, env)
+	if status, _, _ := in.call("POST", "/connections", map[string]any{"server_url": mm.URL, "token": tokenA}); status != 201 {
+		t.Fatalf("create = %d", status)
+	}
+	scrape := func(base, token string) (int, string) {
+		req, _ := http.NewRequest("GET", base+"/metrics", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if status, _ := scrape(in.base, ""); status != 401 {
+		t.Fatalf("metrics without the token = %d", status)
+	}
+	if status, _ := scrape(in.base, in.key); status != 401 {
+		t.Fatalf("metrics with an API key while a metrics token is set = %d", status)
+	}
+	status, body := scrape(in.base, env["MMCONNECT_METRICS_TOKEN"])
+	for _, want := range []string{
+		`mmconnect_http_request_duration_seconds_count{method="POST",route="/connections",status="201"} 1`,
+		`mmconnect_upstream_check_duration_seconds_count{outcome="accepted"} 1`,
+		`mmconnect_connections{status="active"}`,
+		`go_sql_open_connections{db_name="mmconnect"}`,
+		`go_goroutines`,
+	} {
+		if status != 200 || !strings.Contains(body, want) {
+			t.Errorf("metrics (%d) lack %s", status, want)
+		}
+	}
+	if strings.Contains(body, tokenA) || strings.Contains(body, in.key) {
+		t.Fatal("a secret is in the metrics")
+	}
+	in.stop()
+
+	// On a listener of its own: the API does not serve it.
+	env2 := newEnv(t, mm)
+	env2["MMCONNECT_METRICS_ADDR"] = "127.0.0.1:0"
+	own := start(t, env2)
+	if status, _ := scrape(own.base, own.key); status != 404 {
+		t.Fatalf("/metrics on the API listener with MMCONNECT_METRICS_ADDR = %d", status)
+	}
+	m := regexp.MustCompile(`"msg":"serving metrics","addr":"([^"]+)"`).FindStringSubmatch(own.logs.String())
+	if m == nil {
+		t.Fatal("no metrics listener logged")
+	}
+	if status, body := scrape("http://"+m[1], ""); status != 200 || !strings.Contains(body, "mmconnect_http_request_duration_seconds") {
+		t.Fatalf("metrics listener = %d", status)
 	}
 }

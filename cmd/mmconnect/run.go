@@ -22,6 +22,7 @@ import (
 	"github.com/mmconnect/mmconnect/internal/idempotency"
 	"github.com/mmconnect/mmconnect/internal/logging"
 	"github.com/mmconnect/mmconnect/internal/mattermost"
+	"github.com/mmconnect/mmconnect/internal/metrics"
 	"github.com/mmconnect/mmconnect/internal/outbound"
 	"github.com/mmconnect/mmconnect/internal/secret"
 	"github.com/mmconnect/mmconnect/internal/session"
@@ -160,7 +161,9 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		}
 	}
 	mm := mattermost.New(opts)
-	svc := connection.NewService(st, mm, sealer,
+	meters := metrics.New()
+	meters.WatchDB(st.SQLDB(), "mmconnect")
+	svc := connection.NewService(st, meters.Verifier(mm), sealer,
 		connection.WithAllowHTTP(cfg.AllowHTTP),
 		connection.WithEvents(cfg.WebhookURL != ""),
 		connection.WithRevoker(mm, cfg.RevokeUpstream),
@@ -175,6 +178,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		Secrets: cfg.WebhookSecrets,
 		Client:  outbound.NewClient(outbound.Options{Timeout: webhook.AttemptTimeout, HostLimit: hostLimit}),
 		Render:  api.WebhookBody,
+		Observe: meters.WebhookAttempt,
 	})
 	if err != nil {
 		return fmt.Errorf("webhooks: %w", err)
@@ -194,19 +198,22 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	keys := idempotency.NewService(st, sealer, nil)
 	trail := audit.NewService(st, cfg.AuditRetention, nil)
 	deps := api.Deps{
-		Connections:    svc,
-		Sessions:       session.NewService(st, cfg.SessionTTL, nil),
-		APIKeys:        secret.NewKeySet(apiKeys),
-		Logger:         log,
-		OpenAPI:        mmconnect.OpenAPI(),
-		PublicURL:      cfg.PublicURL,
-		AllowedOrigins: cfg.AllowedOrigins,
-		AllowHTTP:      cfg.AllowHTTP,
-		AppName:        cfg.AppName,
-		HelpURL:        cfg.HelpURL,
-		TrustedProxies: cfg.TrustedProxies,
-		Idempotency:    keys,
-		Audit:          trail,
+		Connections:      svc,
+		Sessions:         session.NewService(st, cfg.SessionTTL, nil),
+		APIKeys:          secret.NewKeySet(apiKeys),
+		Logger:           log,
+		OpenAPI:          mmconnect.OpenAPI(),
+		PublicURL:        cfg.PublicURL,
+		AllowedOrigins:   cfg.AllowedOrigins,
+		AllowHTTP:        cfg.AllowHTTP,
+		AppName:          cfg.AppName,
+		HelpURL:          cfg.HelpURL,
+		TrustedProxies:   cfg.TrustedProxies,
+		Idempotency:      keys,
+		Audit:            trail,
+		Metrics:          meters,
+		MetricsToken:     cfg.MetricsToken,
+		MetricsElsewhere: cfg.MetricsAddr != "",
 		Proxy: &api.ProxyOptions{
 			Transport: outbound.NewClient(outbound.Options{Timeout: cfg.ProxyTimeout, Fenced: true, AllowedNetworks: cfg.AllowedNetworks,
 				RootCAs: opts.RootCAs, HostLimit: hostLimit, MaxIdleConnsPerHost: 32}).Transport,
@@ -237,12 +244,27 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL)
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
+		}
+		msrv := &http.Server{Handler: metricsHandler(meters.Handler(), cfg.MetricsToken), ReadHeaderTimeout: 5 * time.Second}
+		go func() { serveErr <- msrv.Serve(mln) }()
+		defer msrv.Close()
+		log.Info("serving metrics", "addr", mln.Addr().String())
+	}
 
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	background := startBackground(bgCtx, svc, hooks, keys, trail, log)
+	background.Add(1)
+	go func() {
+		defer background.Done()
+		refreshConnectionGauge(bgCtx, st, meters, log)
+	}()
 
 	select {
 	case err := <-serveErr:

@@ -104,6 +104,11 @@ type Config struct {
 	// LogLevel is the least level logged.
 	LogLevel slog.Level
 
+	// MetricsToken, when set, guards GET /metrics instead of an API key;
+	// MetricsAddr, when set, serves it on a listener of its own.
+	MetricsToken string
+	MetricsAddr  string
+
 	// The proxy: whether paths that mint or reveal credentials pass, the
 	// largest request body, and how long to wait for an answer's headers.
 	ProxyAllowTokenPaths bool
@@ -383,6 +388,16 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.LogLevel, err = logging.ParseLevel(get("MMCONNECT_LOG_LEVEL", "info")); err != nil {
 		return Config{}, &Error{"MMCONNECT_LOG_LEVEL", err.Error()}
 	}
+	c.MetricsToken = get("MMCONNECT_METRICS_TOKEN", "")
+	if c.MetricsToken != "" && len(c.MetricsToken) < 16 {
+		return Config{}, &Error{"MMCONNECT_METRICS_TOKEN", "must be at least 16 characters"}
+	}
+	if v := get("MMCONNECT_METRICS_ADDR", ""); v != "" {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return Config{}, &Error{"MMCONNECT_METRICS_ADDR", fmt.Sprintf("%q is not host:port (e.g. 127.0.0.1:9090)", v)}
+		}
+		c.MetricsAddr = v
+	}
 	return c, nil
 }
 
@@ -512,6 +527,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("proxy_max_body", c.ProxyMaxBody),
 		slog.Duration("proxy_timeout", c.ProxyTimeout),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.Bool("metrics_token_set", c.MetricsToken != ""),
+		slog.String("metrics_addr", c.MetricsAddr),
 	)
 }
 

@@ -92,6 +92,28 @@ func (l *sqlLogger) Trace(ctx context.Context, begin time.Time, fc func() (strin
 // Close closes the database; call it once requests have drained.
 func (s *Store) Close() error { return s.sqlDB.Close() }
 
+// SQLDB is the pool, for its statistics.
+func (s *Store) SQLDB() *sql.DB { return s.sqlDB }
+
+// CountByStatus counts stored connections by status (one scan; for a
+// gauge refreshed every few seconds, not per request).
+func (s *Store) CountByStatus(ctx context.Context) (map[string]int64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var rows []struct {
+		Status string
+		N      int64
+	}
+	if err := s.db.WithContext(ctx).Raw("SELECT status, COUNT(*) AS n FROM connections GROUP BY status").Scan(&rows).Error; err != nil {
+		return nil, s.wrap("count connections", err)
+	}
+	out := map[string]int64{}
+	for _, r := range rows {
+		out[r.Status] = r.N
+	}
+	return out, nil
+}
+
 // Dialect names the database kind: "sqlite" or "postgres".
 func (s *Store) Dialect() string { return s.dialect }
 

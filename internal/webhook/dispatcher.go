@@ -63,6 +63,9 @@ type Options struct {
 	// Concurrency is how many deliveries (of different connections) are
 	// sent at once.
 	Concurrency int
+	// Observe, when set, is told each attempt's outcome (delivered,
+	// pending, failed), for metrics.
+	Observe func(outcome string)
 }
 
 // Service delivers events and lets operators see and retry deliveries.
@@ -173,6 +176,9 @@ func (s *Service) attempt(ctx context.Context, d Delivery, lease time.Time) erro
 		default:
 			o.Status, o.NextAttemptAt = StatusPending, next
 		}
+	}
+	if s.opts.Observe != nil {
+		s.opts.Observe(string(o.Status))
 	}
 	return s.store.RecordAttempt(ctx, d.Event.ID, lease, o)
 }

@@ -1,0 +1,114 @@
+// Package metrics exposes mmconnect to Prometheus: requests by route and
+// status with their latency, upstream checks by outcome, database pool
+// statistics, connections by status (re-read from the database, so right
+// with any number of replicas), rate-limit refusals and webhook
+// deliveries.
+package metrics
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+)
+
+// Metrics holds mmconnect's collectors in a registry of its own.
+type Metrics struct {
+	registry          *prometheus.Registry
+	requests          *prometheus.HistogramVec
+	upstreamChecks    *prometheus.HistogramVec
+	rateLimited       *prometheus.CounterVec
+	webhookDeliveries *prometheus.CounterVec
+	connections       *prometheus.GaugeVec
+}
+
+// New registers every collector, with the Go runtime's and the process's.
+func New() *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mmconnect_http_request_duration_seconds", Help: "HTTP requests by route, method and status, with their latency.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route", "method", "status"}),
+		upstreamChecks: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mmconnect_upstream_check_duration_seconds", Help: "Checks of tokens against Mattermost servers by outcome, with their latency.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"outcome"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mmconnect_rate_limited_total", Help: "Requests refused by a rate limit, by the limit.",
+		}, []string{"limit"}),
+		webhookDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mmconnect_webhook_delivery_attempts_total", Help: "Webhook delivery attempts by outcome (delivered, pending: will retry, failed: for good).",
+		}, []string{"outcome"}),
+		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mmconnect_connections", Help: "Stored connections by status, re-read from the database every few seconds.",
+		}, []string{"status"}),
+	}
+	m.registry.MustRegister(m.requests, m.upstreamChecks, m.rateLimited, m.webhookDeliveries, m.connections,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+}
+
+// WatchDB adds the statistics of a database pool (open, in use, waits).
+func (m *Metrics) WatchDB(db *sql.DB, name string) {
+	m.registry.MustRegister(collectors.NewDBStatsCollector(db, name))
+}
+
+// ObserveRequest counts one HTTP request.
+func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
+	if route == "" {
+		route = "unknown"
+	}
+	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Observe(d.Seconds())
+}
+
+// RateLimited counts one refusal by limit.
+func (m *Metrics) RateLimited(limit string) { m.rateLimited.WithLabelValues(limit).Inc() }
+
+// WebhookAttempt counts one delivery attempt by outcome.
+func (m *Metrics) WebhookAttempt(outcome string) { m.webhookDeliveries.WithLabelValues(outcome).Inc() }
+
+// SetConnections sets the gauge from a count by status.
+func (m *Metrics) SetConnections(byStatus map[string]int64) {
+	for _, st := range []connection.Status{connection.StatusActive, connection.StatusInvalid, connection.StatusRevoked} {
+		m.connections.WithLabelValues(string(st)).Set(float64(byStatus[string(st)]))
+	}
+}
+
+// Verifier counts and times every check v makes, by outcome.
+func (m *Metrics) Verifier(v connection.Verifier) connection.Verifier {
+	return &timedVerifier{next: v, hist: m.upstreamChecks}
+}
+
+type timedVerifier struct {
+	next connection.Verifier
+	hist *prometheus.HistogramVec
+}
+
+func (t *timedVerifier) Verify(ctx context.Context, serverURL, token string) (connection.Identity, error) {
+	start := time.Now()
+	ident, err := t.next.Verify(ctx, serverURL, token)
+	outcome := "accepted"
+	var ue *connection.UpstreamError
+	switch {
+	case errors.As(err, &ue):
+		outcome = ue.Code
+	case err != nil:
+		outcome = "error"
+	}
+	t.hist.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+	return ident, err
+}
