@@ -35,7 +35,7 @@ func (s *Store) AddAuditEvent(ctx context.Context, e audit.Event) error {
 func (s *Store) ListAuditEvents(ctx context.Context, f audit.Filter) ([]audit.Event, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	q := s.db.WithContext(ctx).Model(&auditRow{})
+	q := s.rdb.WithContext(ctx).Model(&auditRow{})
 	if f.ConnectionID != "" {
 		q = q.Where("connection_id = ?", f.ConnectionID)
 	}

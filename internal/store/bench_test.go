@@ -65,3 +65,21 @@ func BenchmarkSQLite(b *testing.B) { benchStore(b, openTestSQLite(b)) }
 func BenchmarkPostgres(b *testing.B) {
 	benchStore(b, openTestPostgres(b, storetest.PostgresURL(b)))
 }
+
+// BenchmarkFindLive: the reconnect lookup among 2,000 connections of one
+// Mattermost account (one per end user), which the index must serve alone.
+func BenchmarkFindLive(b *testing.B) {
+	s := openTestSQLite(b)
+	ctx := context.Background()
+	for i := range 2000 {
+		if err := s.Create(ctx, benchConnection(i), connection.Change{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	end := "bench-1000"
+	for b.Loop() {
+		if _, err := s.FindLive(ctx, "https://mm.example.com", "u", &end); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

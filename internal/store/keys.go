@@ -17,7 +17,7 @@ func (s *Store) SealingKeyIDs(ctx context.Context) ([]string, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var ids []string
-	err := s.db.WithContext(ctx).Raw("SELECT key_id FROM sealing_keys ORDER BY key_id").Scan(&ids).Error
+	err := s.rdb.WithContext(ctx).Raw("SELECT key_id FROM sealing_keys ORDER BY key_id").Scan(&ids).Error
 	return ids, s.wrap("read sealing key ids", err)
 }
 
@@ -26,7 +26,7 @@ func (s *Store) HasConnections(ctx context.Context) (bool, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var n int64
-	err := s.db.WithContext(ctx).Raw("SELECT COUNT(*) FROM (SELECT 1 FROM connections LIMIT 1) one").Scan(&n).Error
+	err := s.rdb.WithContext(ctx).Raw("SELECT COUNT(*) FROM (SELECT 1 FROM connections LIMIT 1) one").Scan(&n).Error
 	return n > 0, s.wrap("look for connections", err)
 }
 

@@ -66,7 +66,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions, log *sl
 		sqlDB.Close()
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
-	s := &Store{db: db, sqlDB: sqlDB, dialect: "postgres", classify: classifyPostgres,
+	s := &Store{db: db, rdb: db, sqlDB: sqlDB, rsqlDB: sqlDB, dialect: "postgres", classify: classifyPostgres,
 		opTimeout: opts.StatementTimeout + 2*time.Second}
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 120))
 	if err != nil {

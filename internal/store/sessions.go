@@ -37,7 +37,7 @@ func (s *Store) SessionByTokenHash(ctx context.Context, hash string) (session.Se
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var row sessionRow
-	err := s.db.WithContext(ctx).Where("token_hash = ?", hash).Take(&row).Error
+	err := s.rdb.WithContext(ctx).Where("token_hash = ?", hash).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return session.Session{}, session.ErrNotFound
 	}

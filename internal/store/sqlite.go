@@ -47,21 +47,34 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 		}
 	}
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + sqliteParams
-	db, err := gorm.Open(sqlite.Open(dsn), gormConfig(log))
-	if err != nil {
-		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	open := func(conns int) (*gorm.DB, *sql.DB, error) {
+		db, err := gorm.Open(sqlite.Open(dsn), gormConfig(log))
+		if err != nil {
+			return nil, nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+		sqlDB, err := db.DB()
+		if err != nil {
+			return nil, nil, err
+		}
+		sqlDB.SetMaxOpenConns(conns)
+		sqlDB.SetMaxIdleConns(conns)
+		return db, sqlDB, nil
 	}
-	sqlDB, err := db.DB()
+	// SQLite runs one write at a time: one writer connection, so writers
+	// wait their turn in Go rather than in the busy handler's sleeps, and
+	// a pool of readers beside it.
+	db, sqlDB, err := open(1)
 	if err != nil {
 		return nil, err
 	}
-	// Writers are serialised by SQLite anyway; a small pool keeps readers
-	// concurrent without piling up waiting writers.
-	sqlDB.SetMaxOpenConns(8)
-	sqlDB.SetMaxIdleConns(8)
-	s := &Store{db: db, sqlDB: sqlDB, dialect: "sqlite", classify: classifySQLite, opTimeout: 15 * time.Second}
-	if err := migrate(ctx, goose.DialectSQLite3, sqlDB, nil, log); err != nil {
+	rdb, rsqlDB, err := open(8)
+	if err != nil {
 		sqlDB.Close()
+		return nil, err
+	}
+	s := &Store{db: db, rdb: rdb, sqlDB: sqlDB, rsqlDB: rsqlDB, dialect: "sqlite", classify: classifySQLite, opTimeout: 15 * time.Second}
+	if err := migrate(ctx, goose.DialectSQLite3, sqlDB, nil, log); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil

@@ -20,8 +20,15 @@ import (
 
 // Store implements connection.Store on a GORM database.
 type Store struct {
+	// db writes (and reads what a write depends on); rdb serves reads. On
+	// SQLite db is one connection, so writers queue in Go instead of
+	// sleeping in SQLite's busy handler, beside a pool of readers (WAL
+	// lets them read while a write goes on). On PostgreSQL both are the
+	// one pool.
 	db       *gorm.DB
+	rdb      *gorm.DB
 	sqlDB    *sql.DB
+	rsqlDB   *sql.DB
 	dialect  string
 	classify func(error) error
 	// opTimeout bounds one operation from the client side, so a database
@@ -45,6 +52,8 @@ var _ connection.Store = (*Store)(nil)
 func gormConfig(log *slog.Logger) *gorm.Config {
 	return &gorm.Config{
 		SkipDefaultTransaction: true,
+		// Prepared once per connection, not parsed again for every query.
+		PrepareStmt: true,
 		TranslateError:         true,
 		Logger:                 &sqlLogger{log: log},
 	}
@@ -90,7 +99,15 @@ func (l *sqlLogger) Trace(ctx context.Context, begin time.Time, fc func() (strin
 }
 
 // Close closes the database; call it once requests have drained.
-func (s *Store) Close() error { return s.sqlDB.Close() }
+func (s *Store) Close() error {
+	err := s.sqlDB.Close()
+	if s.rsqlDB != s.sqlDB {
+		if rerr := s.rsqlDB.Close(); err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
 
 // SQLDB is the pool, for its statistics.
 func (s *Store) SQLDB() *sql.DB { return s.sqlDB }
@@ -104,7 +121,7 @@ func (s *Store) CountByStatus(ctx context.Context) (map[string]int64, error) {
 		Status string
 		N      int64
 	}
-	if err := s.db.WithContext(ctx).Raw("SELECT status, COUNT(*) AS n FROM connections GROUP BY status").Scan(&rows).Error; err != nil {
+	if err := s.rdb.WithContext(ctx).Raw("SELECT status, COUNT(*) AS n FROM connections GROUP BY status").Scan(&rows).Error; err != nil {
 		return nil, s.wrap("count connections", err)
 	}
 	out := map[string]int64{}
@@ -310,7 +327,7 @@ func (s *Store) Get(ctx context.Context, id string) (connection.Connection, erro
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var row connectionRow
-	err := s.db.WithContext(ctx).Where("id = ?", id).Take(&row).Error
+	err := s.rdb.WithContext(ctx).Where("id = ?", id).Take(&row).Error
 	if err != nil {
 		return connection.Connection{}, s.wrap("get connection", err)
 	}
@@ -332,7 +349,7 @@ func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string
 		end = *endUserID
 	}
 	var rows []connectionRow
-	if err := s.db.WithContext(ctx).Raw(findLiveQuery, serverURL, mattermostUserID, end).Scan(&rows).Error; err != nil {
+	if err := s.rdb.WithContext(ctx).Raw(findLiveQuery, serverURL, mattermostUserID, end).Scan(&rows).Error; err != nil {
 		return connection.Connection{}, s.wrap("find live connection", err)
 	}
 	if len(rows) == 0 {
@@ -345,7 +362,7 @@ func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string
 func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection.Connection, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	q := s.db.WithContext(ctx).Model(&connectionRow{})
+	q := s.rdb.WithContext(ctx).Model(&connectionRow{})
 	if f.EndUserID != nil {
 		q = q.Where("end_user_id = ?", *f.EndUserID)
 	}

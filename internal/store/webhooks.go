@@ -98,7 +98,7 @@ func (s *Store) GetDelivery(ctx context.Context, id string) (webhook.Delivery, e
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var row eventRow
-	err := s.db.WithContext(ctx).Where("id = ?", id).Take(&row).Error
+	err := s.rdb.WithContext(ctx).Where("id = ?", id).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return webhook.Delivery{}, webhook.ErrNotFound
 	}
@@ -112,7 +112,7 @@ func (s *Store) GetDelivery(ctx context.Context, id string) (webhook.Delivery, e
 func (s *Store) ListDeliveries(ctx context.Context, f webhook.ListFilter) ([]webhook.Delivery, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	q := s.db.WithContext(ctx).Model(&eventRow{})
+	q := s.rdb.WithContext(ctx).Model(&eventRow{})
 	if f.Status != nil {
 		q = q.Where("status = ?", string(*f.Status))
 	}
