@@ -53,9 +53,9 @@ func gormConfig(log *slog.Logger) *gorm.Config {
 	return &gorm.Config{
 		SkipDefaultTransaction: true,
 		// Prepared once per connection, not parsed again for every query.
-		PrepareStmt: true,
-		TranslateError:         true,
-		Logger:                 &sqlLogger{log: log},
+		PrepareStmt:    true,
+		TranslateError: true,
+		Logger:         &sqlLogger{log: log},
 	}
 }
 
