@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -84,6 +85,7 @@ type Server struct {
 	*httptest.Server
 	mu       sync.Mutex
 	tokens   map[string]*pat
+	byUser   map[string]map[string]bool // user id → tokens
 	requests atomic.Int64
 	// paths counts requests per path.
 	paths sync.Map
@@ -92,6 +94,8 @@ type Server struct {
 	// tokenOutsideAPI counts requests carrying a token to a path that is
 	// not the API.
 	tokenOutsideAPI atomic.Int64
+	// conns counts accepted connections (TLS handshakes).
+	conns atomic.Int64
 	// Override, when set, answers every request instead (failure modes).
 	override atomic.Pointer[http.HandlerFunc]
 	subpath  atomic.Pointer[string]
@@ -111,10 +115,20 @@ func NewServer(t testing.TB) *Server {
 
 // Start starts a TLS fake outside a test (load runs); Close it when done.
 func Start() *Server {
-	s := &Server{tokens: map[string]*pat{}}
-	s.Server = httptest.NewTLSServer(http.HandlerFunc(s.serve))
+	s := &Server{tokens: map[string]*pat{}, byUser: map[string]map[string]bool{}}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.Server.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.Server.StartTLS()
 	return s
 }
+
+// Connections counts the connections clients opened, each with its own
+// TLS handshake.
+func (s *Server) Connections() int64 { return s.conns.Load() }
 
 // WriteCAFile writes the server's certificate as PEM to path, for
 // MMCONNECT_UPSTREAM_CA_FILE.
@@ -128,6 +142,10 @@ func (s *Server) AddToken(token string, u User) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tokens[token] = &pat{id: TokenIDOf(token), user: u}
+	if s.byUser[u.ID] == nil {
+		s.byUser[u.ID] = map[string]bool{}
+	}
+	s.byUser[u.ID][token] = true
 }
 
 // TokenIDOf is the id the fake gives token: the token reversed, so it is
@@ -154,6 +172,14 @@ func (s *Server) UseToken(token string, t time.Time) {
 func (s *Server) RevokeToken(token string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.forget(token)
+}
+
+// forget removes a token; s.mu is held.
+func (s *Server) forget(token string) {
+	if p := s.tokens[token]; p != nil {
+		delete(s.byUser[p.user.ID], token)
+	}
 	delete(s.tokens, token)
 }
 
@@ -294,8 +320,9 @@ func (s *Server) writeSessions(w http.ResponseWriter, userID string) {
 	patTemplate, web := captured[0], captured[1]
 	var out []map[string]any
 	s.mu.Lock()
-	for _, p := range s.tokens {
-		if p.user.ID != userID || p.session.IsZero() {
+	for token := range s.byUser[userID] {
+		p := s.tokens[token]
+		if p.session.IsZero() {
 			continue
 		}
 		sess := map[string]any{}
@@ -331,13 +358,13 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, caller pat) {
 	}
 	s.mu.Lock()
 	found := ""
-	for t, p := range s.tokens {
-		if p.id == body.TokenID && p.user.ID == caller.user.ID {
+	for t := range s.byUser[caller.user.ID] {
+		if s.tokens[t].id == body.TokenID {
 			found = t
 		}
 	}
 	if found != "" {
-		delete(s.tokens, found)
+		s.forget(found)
 	}
 	s.mu.Unlock()
 	if found == "" {
