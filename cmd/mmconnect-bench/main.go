@@ -274,7 +274,7 @@ func bareEcho() (*http.Server, string, error) {
 	body := map[string]any{"id": "conn_" + base64.RawURLEncoding.EncodeToString(make([]byte, 16)), "provider": "mattermost",
 		"server_url": "https://mm.example.com", "end_user_id": "u1", "status": "active",
 		"mattermost_user": map[string]any{"id": strings.Repeat("a", 26), "username": "alice", "email": "alice@example.com", "is_bot": false},
-		"server_version": "11.4.0", "token_hint": "wxyz", "created_at": "2026-11-27T00:00:00.000000Z", "updated_at": "2026-11-27T00:00:00.000000Z",
+		"server_version":  "11.4.0", "token_hint": "wxyz", "created_at": "2026-11-27T00:00:00.000000Z", "updated_at": "2026-11-27T00:00:00.000000Z",
 		"last_verified_at": "2026-11-27T00:00:00.000000Z", "last_checked_at": nil, "invalid_since": nil, "revoked_at": nil, "last_error": nil, "upstream_revocation": nil}
 	e.GET("/x", func(c echo.Context) error { return c.JSON(200, body) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
