@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/mmconnect/mmconnect/internal/audit"
 )
 
@@ -28,7 +30,7 @@ func (s *Store) AddAuditEvent(ctx context.Context, e audit.Event) error {
 	defer cancel()
 	row := auditRow{ID: e.ID, At: micros(e.At), Actor: e.Actor, Action: e.Action, ConnectionID: e.ConnectionID,
 		ClientIP: e.ClientIP, RequestID: e.RequestID, Detail: e.Detail}
-	return s.wrap("record audit event", s.db.WithContext(ctx).Create(&row).Error)
+	return s.wrap("record audit event", s.tx(ctx, func(tx *gorm.DB) error { return tx.Create(&row).Error }))
 }
 
 // ListAuditEvents implements audit.Store.

@@ -48,6 +48,7 @@ func benchStore(b *testing.B, s *Store) {
 	})
 	var n atomic.Int64 // outlives the rounds in which the benchmark finds b.N
 	b.Run("CreateParallel", func(b *testing.B) {
+		b.SetParallelism(16) // 32 concurrent creates on 2 cores, as in the HTTP load run
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				i := int(n.Add(1)) + 1_000_000

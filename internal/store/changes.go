@@ -195,7 +195,7 @@ func (s *Store) ClaimRevocations(ctx context.Context, now time.Time, limit int, 
 func (s *Store) SettleRevocation(ctx context.Context, connectionID string, r connection.UpstreamRevocation, final bool, attempts int, next time.Time) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		q := tx.Where("connection_id = ?", connectionID)
 		var res *gorm.DB
 		if final {
@@ -246,7 +246,7 @@ func (s *Store) Purgeable(ctx context.Context, cutoff time.Time, limit int) ([]c
 func (s *Store) Delete(ctx context.Context, c connection.Connection, ch connection.Change) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		var seq []int64
 		err := tx.Model(&connectionRow{}).Where("id = ? AND generation = ? AND status = 'revoked'", c.ID, c.Generation).
 			Pluck("event_seq", &seq).Error

@@ -69,7 +69,7 @@ func (s *Store) ClaimKey(ctx context.Context, r idempotency.Record, staleBefore 
 func (s *Store) FinishKey(ctx context.Context, key string, status int, sealedBody []byte, sealingKey string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		body := string(sealedBody)
 		if err := tx.Model(&idempotencyRow{}).Where("key_hash = ? AND status = 0", key).
 			Updates(map[string]any{"status": status, "sealed_body": &body}).Error; err != nil {

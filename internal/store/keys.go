@@ -61,7 +61,7 @@ func (s *Store) SealedAfter(ctx context.Context, afterID string, limit int) ([]c
 func (s *Store) Reseal(ctx context.Context, old connection.Sealed, value []byte, keyID string, at time.Time) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		var res *gorm.DB
 		switch old.Kind {
 		case connection.SealedRevocation:

@@ -77,6 +77,7 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 		s.Close()
 		return nil, err
 	}
+	s.batch = newBatcher(db)
 	return s, nil
 }
 

@@ -25,8 +25,10 @@ type Store struct {
 	// sleeping in SQLite's busy handler, beside a pool of readers (WAL
 	// lets them read while a write goes on). On PostgreSQL both are the
 	// one pool.
-	db       *gorm.DB
-	rdb      *gorm.DB
+	db  *gorm.DB
+	rdb *gorm.DB
+	// batch, on SQLite, commits concurrent write transactions together.
+	batch    *batcher
 	sqlDB    *sql.DB
 	rsqlDB   *sql.DB
 	dialect  string
@@ -100,6 +102,9 @@ func (l *sqlLogger) Trace(ctx context.Context, begin time.Time, fc func() (strin
 
 // Close closes the database; call it once requests have drained.
 func (s *Store) Close() error {
+	if s.batch != nil {
+		s.batch.close()
+	}
 	err := s.sqlDB.Close()
 	if s.rsqlDB != s.sqlDB {
 		if rerr := s.rsqlDB.Close(); err == nil {
@@ -284,7 +289,7 @@ func (s *Store) Create(ctx context.Context, c connection.Connection, ch connecti
 	defer cancel()
 	row := toRow(c)
 	row.EventSeq = int64(len(ch.Events))
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		if ch.MaxLivePerEndUser > 0 && c.EndUserID != nil {
 			if err := s.checkCap(tx, *c.EndUserID, ch.MaxLivePerEndUser); err != nil {
 				return err
@@ -424,7 +429,7 @@ func (s *Store) Update(ctx context.Context, c connection.Connection, expect int6
 		// change never writes the token column.
 		cols["sealed_token"] = r.SealedToken
 	}
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		q := tx.Model(&connectionRow{}).Where("id = ? AND generation = ? AND status <> 'revoked'", c.ID, expect)
 		if r.LastCheckedAt != nil && c.Generation == expect {
 			// A check's outcome: only if no newer check was recorded. A new

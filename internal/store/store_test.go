@@ -3,11 +3,14 @@ package store
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
@@ -83,9 +86,20 @@ func TestSQLiteBusyIsUnavailable(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out the busy timeout")
 	}
-	s := openTestSQLite(t)
+	path := filepath.Join(t.TempDir(), "mmconnect.db")
+	s, err := OpenSQLite(context.Background(), path, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	ctx := context.Background()
-	locker, err := s.sqlDB.Conn(ctx)
+	// Another process (a backup, rotate-keys) holds the database's lock.
+	other, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	locker, err := other.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,4 +149,57 @@ func TestSQLLogsCarryNoValues(t *testing.T) {
 
 func TestSQLiteOutboxContract(t *testing.T) {
 	storetest.RunOutbox(t, func(t *testing.T) storetest.Outbox { return openTestSQLite(t) })
+}
+
+// Group commit: concurrent writers share transactions, each in its own
+// savepoint. A failing write (a duplicate) is rolled back alone, and every
+// write that was answered is on disk, as a fresh process sees it.
+func TestSQLiteGroupCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mmconnect.db")
+	s, err := OpenSQLite(context.Background(), path, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := connection.Connection{ID: fmt.Sprintf("conn_%026d", i), ServerURL: "https://a.example", Status: connection.StatusActive,
+				MattermostUser: connection.MattermostUser{ID: fmt.Sprintf("u%d", i/2)}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
+			errs[i] = s.Create(context.Background(), c, connection.Change{}) // every second one duplicates the account before it
+		}()
+	}
+	wg.Wait()
+	var ok []string
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok = append(ok, fmt.Sprintf("conn_%026d", i))
+		case !errors.Is(err, connection.ErrConflict):
+			t.Fatalf("create %d: %v", i, err)
+		}
+	}
+	if len(ok) != n/2 {
+		t.Fatalf("%d creates succeeded, want %d (one per account)", len(ok), n/2)
+	}
+	s.Close()
+	fresh, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	for _, id := range ok {
+		var got string
+		if err := fresh.QueryRow("SELECT id FROM connections WHERE id = ?", id).Scan(&got); err != nil {
+			t.Fatalf("answered write %s is not on disk: %v", id, err)
+		}
+	}
+	var total int
+	fresh.QueryRow("SELECT COUNT(*) FROM connections").Scan(&total)
+	if total != n/2 {
+		t.Fatalf("%d rows on disk, want %d", total, n/2)
+	}
 }

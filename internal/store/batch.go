@@ -1,0 +1,142 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"gorm.io/gorm"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+)
+
+// batcher is SQLite's group commit: it runs the write transactions of
+// concurrent callers in one SQLite transaction, each caller's writes in a
+// savepoint of its own (rolled back alone if they fail), with one COMMIT,
+// one fsync, per batch. A caller is answered only after the commit that
+// holds its writes. Batches form by themselves: while one commits, the
+// next callers queue, and the next batch takes them all.
+type batcher struct {
+	db      *gorm.DB // the one writer connection
+	reqs    chan *writeReq
+	mu      sync.RWMutex
+	closed  bool
+	stopped chan struct{}
+}
+
+type writeReq struct {
+	ctx  context.Context
+	fn   func(tx *gorm.DB) error
+	done chan error
+}
+
+// maxBatch bounds how many callers' writes one transaction holds.
+const maxBatch = 128
+
+func newBatcher(db *gorm.DB) *batcher {
+	b := &batcher{db: db, reqs: make(chan *writeReq, maxBatch), stopped: make(chan struct{})}
+	go b.run()
+	return b
+}
+
+// write runs fn in a savepoint of the next batch and returns once that
+// batch committed. Errors: fn's, the commit's, connection.ErrUnavailable
+// once closed, ctx's when it ends before the write is taken up.
+func (b *batcher) write(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return fmt.Errorf("write after close: %w", connection.ErrUnavailable)
+	}
+	b.reqs <- r
+	b.mu.RUnlock()
+	return <-r.done
+}
+
+func (b *batcher) close() {
+	b.mu.Lock()
+	b.closed = true
+	close(b.reqs)
+	b.mu.Unlock()
+	<-b.stopped
+}
+
+func (b *batcher) run() {
+	defer close(b.stopped)
+	for first := range b.reqs {
+		batch := []*writeReq{first}
+	collect:
+		for len(batch) < maxBatch {
+			select {
+			case r, ok := <-b.reqs:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, r)
+			default:
+				break collect
+			}
+		}
+		b.commit(batch)
+	}
+}
+
+func (b *batcher) commit(batch []*writeReq) {
+	results := make([]error, len(batch))
+	tx := b.db.Begin()
+	if tx.Error != nil {
+		for _, r := range batch {
+			r.done <- tx.Error
+		}
+		return
+	}
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		sp := fmt.Sprintf("w%d", i)
+		if err := tx.SavePoint(sp).Error; err != nil {
+			results[i] = err
+			continue
+		}
+		if err := r.fn(tx.WithContext(r.ctx)); err != nil {
+			results[i] = err
+			if rerr := tx.RollbackTo(sp).Error; rerr != nil {
+				// The transaction cannot go on: everyone in it fails.
+				tx.Rollback()
+				for j := range batch {
+					if results[j] == nil || j == i {
+						results[j] = fmt.Errorf("roll back a failed write: %w", rerr)
+					}
+				}
+				b.answer(batch, results)
+				return
+			}
+		}
+	}
+	if err := tx.Commit().Error; err != nil {
+		for i := range results {
+			if results[i] == nil {
+				results[i] = err
+			}
+		}
+	}
+	b.answer(batch, results)
+}
+
+func (b *batcher) answer(batch []*writeReq, results []error) {
+	for i, r := range batch {
+		r.done <- results[i]
+	}
+}
+
+// tx runs fn as one write transaction: on SQLite in the group commit, on
+// PostgreSQL (where writers run in parallel) as a transaction of its own.
+func (s *Store) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	if s.batch != nil {
+		return s.batch.write(ctx, fn)
+	}
+	return s.db.WithContext(ctx).Transaction(fn)
+}
