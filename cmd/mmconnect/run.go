@@ -154,7 +154,8 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	}
 
 	hostLimit := outbound.NewHostLimit(cfg.UpstreamHostConcurrency)
-	opts := mattermost.Options{Timeout: cfg.UpstreamTimeout, AllowedNetworks: cfg.AllowedNetworks, HostLimit: hostLimit, AllowHTTP: cfg.AllowHTTP}
+	opts := mattermost.Options{Timeout: cfg.UpstreamTimeout, AllowedNetworks: cfg.AllowedNetworks, HostLimit: hostLimit, AllowHTTP: cfg.AllowHTTP,
+		IdleConnsPerHost: cfg.UpstreamHostConcurrency}
 	if cfg.UpstreamCAFile != "" {
 		if opts.RootCAs, err = mattermost.LoadRootCAs(cfg.UpstreamCAFile); err != nil {
 			return fmt.Errorf("MMCONNECT_UPSTREAM_CA_FILE: %w", err)
@@ -216,7 +217,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		MetricsElsewhere: cfg.MetricsAddr != "",
 		Proxy: &api.ProxyOptions{
 			Transport: outbound.NewClient(outbound.Options{Timeout: cfg.ProxyTimeout, Fenced: true, AllowedNetworks: cfg.AllowedNetworks,
-				RootCAs: opts.RootCAs, HostLimit: hostLimit, MaxIdleConnsPerHost: 32}).Transport,
+				RootCAs: opts.RootCAs, HostLimit: hostLimit, MaxIdleConnsPerHost: cfg.UpstreamHostConcurrency}).Transport,
 			MaxBody:         cfg.ProxyMaxBody,
 			AllowTokenPaths: cfg.ProxyAllowTokenPaths,
 			Timeout:         cfg.ProxyTimeout,

@@ -47,6 +47,10 @@ type Options struct {
 	// AllowHTTP says whether http:// server URLs are accepted, so that a
 	// server answering in plain HTTP is told the right way out.
 	AllowHTTP bool
+	// IdleConnsPerHost keeps that many connections to one server for
+	// reuse; set it to the per-host limit, so every request in flight can
+	// keep its connection (default 8).
+	IdleConnsPerHost int
 }
 
 // MaxRedirects is how many same-origin redirects a check follows.
@@ -80,6 +84,7 @@ func New(opts Options) *Client {
 		http: outbound.NewClient(outbound.Options{
 			Timeout: opts.Timeout, Fenced: true, AllowedNetworks: opts.AllowedNetworks,
 			RootCAs: opts.RootCAs, Resolver: opts.Resolver, Dial: opts.Dial, HostLimit: opts.HostLimit,
+			MaxIdleConnsPerHost: opts.IdleConnsPerHost,
 		}),
 	}
 }
