@@ -12,34 +12,29 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
+	"github.com/mmconnect/mmconnect/internal/process"
 	"github.com/mmconnect/mmconnect/internal/secret"
 )
 
@@ -132,11 +127,11 @@ func run(bin string, seed, clients int, d time.Duration) error {
 		"MMCONNECT_MAX_CONNECTIONS_PER_END_USER=100000",
 	)
 	// Start once to create the schema, then seed while it is stopped.
-	srv, base, err := start(bin, env)
+	srv, base, err := process.Start(bin, env)
 	if err != nil {
 		return err
 	}
-	stop(srv)
+	process.Stop(srv)
 	t0 := time.Now()
 	firstID, err := seedDB(dbPath, encKey, seed)
 	if err != nil {
@@ -144,12 +139,12 @@ func run(bin string, seed, clients int, d time.Duration) error {
 	}
 	fmt.Printf("seeded %d connections in %s\n", seed, time.Since(t0).Round(time.Millisecond))
 	t0 = time.Now()
-	srv, base, err = start(bin, env)
+	srv, base, err = process.Start(bin, env)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("start to listening with %d connections: %s\n", seed, time.Since(t0).Round(time.Millisecond))
-	defer stop(srv)
+	defer process.Stop(srv)
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2, MaxIdleConns: clients * 2}}
 	get := func(url string, want int) error {
@@ -208,7 +203,7 @@ func run(bin string, seed, clients int, d time.Duration) error {
 		fmt.Printf("%-28s %9.0f %8.2f %10s %10s %6d\n", r.name, rps, rps/ceiling, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errs)
 	}
 	fmt.Printf("upstream TLS handshakes during the creates: %d\n", handshakes)
-	fmt.Printf("server peak RSS: %.1f MiB\n", float64(peakRSS(srv.Process.Pid))/(1<<20))
+	fmt.Printf("server peak RSS: %.1f MiB\n", float64(process.PeakRSS(srv.Process.Pid))/(1<<20))
 	return nil
 }
 
@@ -284,54 +279,4 @@ func bareEcho() (*http.Server, string, error) {
 	srv := &http.Server{Handler: e}
 	go srv.Serve(ln)
 	return srv, "http://" + ln.Addr().String() + "/x", nil
-}
-
-var listening = regexp.MustCompile(`"msg":"listening","addr":"([^"]+)"`)
-
-func start(bin string, env []string) (*exec.Cmd, string, error) {
-	cmd := exec.Command(bin)
-	cmd.Env = env
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, "", err
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return cmd, "http://" + a, nil
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		return nil, "", errors.New("mmconnect did not start listening within 60s")
-	}
-}
-
-func stop(cmd *exec.Cmd) {
-	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
-}
-
-func peakRSS(pid int) int64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }

@@ -9,27 +9,23 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
+	"github.com/mmconnect/mmconnect/internal/process"
 )
 
 func main() {
@@ -101,7 +97,7 @@ func run(bin string, clients, tokensPerClient int, duration time.Duration) error
 		// would turn later creates into rejections.
 		"MMCONNECT_REVOKE_UPSTREAM=false",
 	)
-	srv, base, err := start(bin, env)
+	srv, base, err := process.Start(bin, env)
 	if err != nil {
 		return err
 	}
@@ -210,15 +206,14 @@ func run(bin string, clients, tokensPerClient int, duration time.Duration) error
 	elapsed := time.Since(began)
 
 	// Kill it the hard way, then start it again on the same data.
-	if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := process.Kill(srv); err != nil {
 		return err
 	}
-	srv.Wait()
-	srv, base, err = start(bin, env)
+	srv, base, err = process.Start(bin, env)
 	if err != nil {
 		return fmt.Errorf("restart after SIGKILL: %w", err)
 	}
-	defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
+	defer process.Stop(srv)
 	checked, lost := 0, 0
 	for _, mine := range acked {
 		for id, o := range mine {
@@ -256,37 +251,6 @@ func run(bin string, clients, tokensPerClient int, duration time.Duration) error
 	}
 	fmt.Println("PASS: zero 5xx, every acknowledged write present after SIGKILL, every token opens")
 	return nil
-}
-
-var listening = regexp.MustCompile(`"msg":"listening","addr":"([^"]+)"`)
-
-// start runs the binary and waits until it listens.
-func start(bin string, env []string) (*exec.Cmd, string, error) {
-	cmd := exec.Command(bin)
-	cmd.Env = env
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, "", err
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return cmd, "http://" + a, nil
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		return nil, "", errors.New("mmconnect did not start listening within 30s")
-	}
 }
 
 func report(st *stats, elapsed time.Duration, clients, checked int) {
