@@ -77,6 +77,10 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions, log *sl
 		sqlDB.Close()
 		return nil, err
 	}
+	if err := s.prepare(ctx); err != nil {
+		sqlDB.Close()
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -28,7 +30,9 @@ type Store struct {
 	db  *gorm.DB
 	rdb *gorm.DB
 	// batch, on SQLite, commits concurrent write transactions together.
-	batch    *batcher
+	batch *batcher
+	// getStmt reads a connection by id (hand-written: the hottest read).
+	getStmt  *sql.Stmt
 	sqlDB    *sql.DB
 	rsqlDB   *sql.DB
 	dialect  string
@@ -104,6 +108,9 @@ func (l *sqlLogger) Trace(ctx context.Context, begin time.Time, fc func() (strin
 func (s *Store) Close() error {
 	if s.batch != nil {
 		s.batch.close()
+	}
+	if s.getStmt != nil {
+		s.getStmt.Close()
 	}
 	err := s.sqlDB.Close()
 	if s.rsqlDB != s.sqlDB {
@@ -331,16 +338,46 @@ func (s *Store) checkCap(tx *gorm.DB, endUserID string, max int) error {
 func (s *Store) Get(ctx context.Context, id string) (connection.Connection, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	var row connectionRow
-	err := s.rdb.WithContext(ctx).Where("id = ?", id).Take(&row).Error
+	row, err := scanConnection(s.getStmt.QueryRowContext(ctx, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return connection.Connection{}, connection.ErrNotFound
+	}
 	if err != nil {
 		return connection.Connection{}, s.wrap("get connection", err)
 	}
 	return fromRow(row), nil
 }
 
+// connectionColumns are connectionRow's columns in scanConnection's order.
+const connectionColumns = `id, server_url, end_user_id, status, mattermost_user_id, mattermost_username, mattermost_email,
+	mattermost_is_bot, server_version, token_hint, sealed_token, generation, created_at, updated_at, last_verified_at, revoked_at,
+	last_error_code, last_error_message, last_error_at, last_checked_at, next_check_at, invalid_since, mattermost_token_id,
+	event_seq, upstream_revocation_status, upstream_revocation_message, upstream_revocation_at`
+
+// scanConnection reads one row of connectionColumns. The hottest read (a
+// get by id, on every status check of an app) skips GORM's statement
+// building and reflection.
+func scanConnection(row interface{ Scan(...any) error }) (connectionRow, error) {
+	var r connectionRow
+	err := row.Scan(&r.ID, &r.ServerURL, &r.EndUserID, &r.Status, &r.MattermostUserID, &r.MattermostUsername, &r.MattermostEmail,
+		&r.MattermostIsBot, &r.ServerVersion, &r.TokenHint, &r.SealedToken, &r.Generation, &r.CreatedAt, &r.UpdatedAt, &r.LastVerifiedAt,
+		&r.RevokedAt, &r.LastErrorCode, &r.LastErrorMessage, &r.LastErrorAt, &r.LastCheckedAt, &r.NextCheckAt, &r.InvalidSince,
+		&r.MattermostTokenID, &r.EventSeq, &r.UpstreamRevocationStatus, &r.UpstreamRevocationMessage, &r.UpstreamRevocationAt)
+	return r, err
+}
+
+// prepare readies the hand-written statements on the reader pool.
+func (s *Store) prepare(ctx context.Context) error {
+	stmt, err := s.rsqlDB.PrepareContext(ctx, s.rebind("SELECT "+connectionColumns+" FROM connections WHERE id = ?"))
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	s.getStmt = stmt
+	return nil
+}
+
 // findLiveQuery is written to match the unique index connections_live_key
-// exactly: its expression COALESCE(end_user_id, ”) and its predicate, the
+// exactly: its expression (end_user_id, NULL read as the empty string) and its predicate, the
 // literal status (a parameter would not prove the partial index applies).
 const findLiveQuery = `SELECT * FROM connections
 	WHERE server_url = ? AND mattermost_user_id = ? AND COALESCE(end_user_id, '') = ? AND status <> 'revoked' LIMIT 1`
@@ -367,30 +404,62 @@ func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string
 func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection.Connection, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	q := s.rdb.WithContext(ctx).Model(&connectionRow{})
+	var where []string
+	var args []any
 	if f.EndUserID != nil {
-		q = q.Where("end_user_id = ?", *f.EndUserID)
+		where, args = append(where, "end_user_id = ?"), append(args, *f.EndUserID)
 	}
 	if f.Status != nil {
-		q = q.Where("status = ?", string(*f.Status))
+		where, args = append(where, "status = ?"), append(args, string(*f.Status))
 	}
 	if f.Live {
-		q = q.Where("status <> 'revoked'")
+		where = append(where, "status <> 'revoked'")
 	}
 	if a := f.After; a != nil {
 		at := micros(a.CreatedAt)
-		q = q.Where("(created_at < ? OR (created_at = ? AND id < ?))", at, at, a.ID)
+		where, args = append(where, "(created_at < ? OR (created_at = ? AND id < ?))"), append(args, at, at, a.ID)
 	}
-	var rows []connectionRow
-	err := q.Order("created_at DESC, id DESC").Limit(f.Limit).Find(&rows).Error
+	q := "SELECT " + connectionColumns + " FROM connections"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY created_at DESC, id DESC LIMIT ?"
+	args = append(args, f.Limit)
+	rows, err := s.rsqlDB.QueryContext(ctx, s.rebind(q), args...)
 	if err != nil {
 		return nil, s.wrap("list connections", err)
 	}
-	out := make([]connection.Connection, len(rows))
-	for i, r := range rows {
-		out[i] = fromRow(r)
+	defer rows.Close()
+	out := make([]connection.Connection, 0, f.Limit)
+	for rows.Next() {
+		r, err := scanConnection(rows)
+		if err != nil {
+			return nil, s.wrap("list connections", err)
+		}
+		out = append(out, fromRow(r))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.wrap("list connections", err)
 	}
 	return out, nil
+}
+
+// rebind writes ? placeholders as PostgreSQL's $1, $2…
+func (s *Store) rebind(q string) string {
+	if s.dialect != "postgres" {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // Update implements connection.Store. It names every column, so that an
