@@ -101,7 +101,10 @@ func (b *batcher) commit(batch []*writeReq) {
 			results[i] = err
 			continue
 		}
-		if err := r.fn(tx.WithContext(r.ctx)); err != nil {
+		// Not cancelable once started: SQLite answers an interrupted write
+		// inside a transaction by rolling the whole transaction back, which
+		// would fail every other caller in the batch.
+		if err := r.fn(tx.WithContext(context.WithoutCancel(r.ctx))); err != nil {
 			results[i] = err
 			if rerr := tx.RollbackTo(sp).Error; rerr != nil {
 				// The transaction cannot go on: everyone in it fails.
