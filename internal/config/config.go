@@ -192,11 +192,9 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.DBMaxConns, err = intVar(get, "MMCONNECT_DB_MAX_CONNS", 10, 1, 1000); err != nil {
 		return Config{}, err
 	}
-	st, err := time.ParseDuration(get("MMCONNECT_DB_STATEMENT_TIMEOUT", "5s"))
-	if err != nil || st < 100*time.Millisecond || st > 10*time.Minute {
-		return Config{}, &Error{"MMCONNECT_DB_STATEMENT_TIMEOUT", "must be a duration from 100ms to 10m, e.g. 5s"}
+	if c.DBStatementTimeout, err = durationVar(get, "MMCONNECT_DB_STATEMENT_TIMEOUT", "5s", 100*time.Millisecond, 10*time.Minute, ""); err != nil {
+		return Config{}, err
 	}
-	c.DBStatementTimeout = st
 
 	if v := get("MMCONNECT_API_KEYS", ""); v != "" {
 		names := map[string]bool{}
@@ -265,11 +263,9 @@ func Load(getenv func(string) string) (Config, error) {
 			c.AllowedOrigins = append(c.AllowedOrigins, o)
 		}
 	}
-	ttl, err := time.ParseDuration(get("MMCONNECT_SESSION_TTL", "30m"))
-	if err != nil || ttl < time.Minute || ttl > 24*time.Hour {
-		return Config{}, &Error{"MMCONNECT_SESSION_TTL", "must be a duration from 1m to 24h, e.g. 30m"}
+	if c.SessionTTL, err = durationVar(get, "MMCONNECT_SESSION_TTL", "30m", time.Minute, 24*time.Hour, ""); err != nil {
+		return Config{}, err
 	}
-	c.SessionTTL = ttl
 	if v := get("MMCONNECT_ALLOWED_NETWORKS", ""); v != "" {
 		for _, part := range strings.Split(v, ",") {
 			p, err := netip.ParsePrefix(strings.TrimSpace(part))
@@ -285,20 +281,16 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.UpstreamCAFile = v
 	}
-	d, err := time.ParseDuration(get("MMCONNECT_UPSTREAM_TIMEOUT", "10s"))
-	if err != nil || d < 100*time.Millisecond || d > 5*time.Minute {
-		return Config{}, &Error{"MMCONNECT_UPSTREAM_TIMEOUT", "must be a duration from 100ms to 5m, e.g. 10s"}
+	if c.UpstreamTimeout, err = durationVar(get, "MMCONNECT_UPSTREAM_TIMEOUT", "10s", 100*time.Millisecond, 5*time.Minute, ""); err != nil {
+		return Config{}, err
 	}
-	c.UpstreamTimeout = d
 	if c.UpstreamHostConcurrency, err = intVar(get, "MMCONNECT_UPSTREAM_HOST_CONCURRENCY", 8, 1, 1024); err != nil {
 		return Config{}, err
 	}
 
-	iv, err := time.ParseDuration(get("MMCONNECT_REVERIFY_INTERVAL", "6h"))
-	if err != nil || iv < 0 || (iv > 0 && iv < 10*time.Second) || iv > 30*24*time.Hour {
-		return Config{}, &Error{"MMCONNECT_REVERIFY_INTERVAL", "must be 0 (off) or a duration from 10s to 720h, e.g. 6h"}
+	if c.ReverifyInterval, err = durationVar(get, "MMCONNECT_REVERIFY_INTERVAL", "6h", 10*time.Second, 30*24*time.Hour, "off"); err != nil {
+		return Config{}, err
 	}
-	c.ReverifyInterval = iv
 	if c.ReverifyConcurrency, err = intVar(get, "MMCONNECT_REVERIFY_CONCURRENCY", 4, 1, 64); err != nil {
 		return Config{}, err
 	}
@@ -321,11 +313,9 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.RevokeUpstream, err = boolVar(get, "MMCONNECT_REVOKE_UPSTREAM", true); err != nil {
 		return Config{}, err
 	}
-	rr, err := time.ParseDuration(get("MMCONNECT_REVOKED_RETENTION", "720h"))
-	if err != nil || rr < 0 || (rr > 0 && rr < 48*time.Hour) {
-		return Config{}, &Error{"MMCONNECT_REVOKED_RETENTION", "must be 0 (keep forever) or a duration of at least 48h, e.g. 720h"}
+	if c.RevokedRetention, err = durationVar(get, "MMCONNECT_REVOKED_RETENTION", "720h", 48*time.Hour, 0, "keep forever"); err != nil {
+		return Config{}, err
 	}
-	c.RevokedRetention = rr
 
 	c.AppName = get("MMCONNECT_APP_NAME", "this app")
 	if utf8.RuneCountInString(c.AppName) > 80 || strings.ContainsFunc(c.AppName, unicode.IsControl) {
@@ -367,11 +357,9 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.MaxConnectionsPerEndUser, err = intVar(get, "MMCONNECT_MAX_CONNECTIONS_PER_END_USER", 25, 1, 100_000); err != nil {
 		return Config{}, err
 	}
-	ar, err := time.ParseDuration(get("MMCONNECT_AUDIT_RETENTION", "2160h"))
-	if err != nil || ar < 0 || (ar > 0 && ar < time.Hour) {
-		return Config{}, &Error{"MMCONNECT_AUDIT_RETENTION", "must be 0 (keep forever) or a duration of at least 1h, e.g. 2160h"}
+	if c.AuditRetention, err = durationVar(get, "MMCONNECT_AUDIT_RETENTION", "2160h", time.Hour, 0, "keep forever"); err != nil {
+		return Config{}, err
 	}
-	c.AuditRetention = ar
 
 	if c.ProxyAllowTokenPaths, err = boolVar(get, "MMCONNECT_PROXY_ALLOW_TOKEN_PATHS", false); err != nil {
 		return Config{}, err
@@ -379,11 +367,9 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.ProxyMaxBody, err = parseSize(get("MMCONNECT_PROXY_MAX_BODY", "100MiB")); err != nil || c.ProxyMaxBody < 1<<10 {
 		return Config{}, &Error{"MMCONNECT_PROXY_MAX_BODY", "must be a size of at least 1KiB, e.g. 100MiB, 512KiB or 1048576"}
 	}
-	pt, err := time.ParseDuration(get("MMCONNECT_PROXY_TIMEOUT", "30s"))
-	if err != nil || pt < 100*time.Millisecond || pt > 10*time.Minute {
-		return Config{}, &Error{"MMCONNECT_PROXY_TIMEOUT", "must be a duration from 100ms to 10m, e.g. 30s"}
+	if c.ProxyTimeout, err = durationVar(get, "MMCONNECT_PROXY_TIMEOUT", "30s", 100*time.Millisecond, 10*time.Minute, ""); err != nil {
+		return Config{}, err
 	}
-	c.ProxyTimeout = pt
 
 	if c.LogLevel, err = logging.ParseLevel(get("MMCONNECT_LOG_LEVEL", "info")); err != nil {
 		return Config{}, &Error{"MMCONNECT_LOG_LEVEL", err.Error()}
@@ -415,6 +401,41 @@ func parseSize(v string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q", v)
 	}
 	return n * mult, nil
+}
+
+// durationVar reads a duration from lo to hi (no upper bound when hi is
+// 0). With zero set, 0 is allowed too and means zero ("off", "keep
+// forever").
+func durationVar(get func(name, def string) string, name, def string, lo, hi time.Duration, zero string) (time.Duration, error) {
+	d, err := time.ParseDuration(get(name, def))
+	ok := err == nil && d >= lo && (hi == 0 || d <= hi)
+	if zero != "" && err == nil && d == 0 {
+		ok = true
+	}
+	if ok {
+		return d, nil
+	}
+	span := "from " + shortDuration(lo) + " to " + shortDuration(hi)
+	if hi == 0 {
+		span = "of at least " + shortDuration(lo)
+	}
+	msg := "must be a duration " + span + ", e.g. " + def
+	if zero != "" {
+		msg = "must be 0 (" + zero + ") or a duration " + span + ", e.g. " + def
+	}
+	return 0, &Error{name, msg}
+}
+
+// shortDuration writes 24h and 10m rather than 24h0m0s and 10m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // intVar reads a whole number from lo to hi.

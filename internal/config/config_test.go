@@ -260,3 +260,19 @@ func TestLoadPostgres(t *testing.T) {
 		}
 	}
 }
+
+// Every duration setting says its bounds the same way.
+func TestDurationMessages(t *testing.T) {
+	for name, want := range map[string]string{
+		"MMCONNECT_SESSION_TTL":          "must be a duration from 1m to 24h, e.g. 30m",
+		"MMCONNECT_UPSTREAM_TIMEOUT":     "must be a duration from 100ms to 5m, e.g. 10s",
+		"MMCONNECT_REVERIFY_INTERVAL":    "must be 0 (off) or a duration from 10s to 720h, e.g. 6h",
+		"MMCONNECT_REVOKED_RETENTION":    "must be 0 (keep forever) or a duration of at least 48h, e.g. 720h",
+		"MMCONNECT_DB_STATEMENT_TIMEOUT": "must be a duration from 100ms to 10m, e.g. 5s",
+	} {
+		_, err := Load(env(map[string]string{name: "1ns"}))
+		if err == nil || err.Error() != name+": "+want {
+			t.Errorf("%s=1ns: %v; want %q", name, err, want)
+		}
+	}
+}
