@@ -266,14 +266,8 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.SessionTTL, err = durationVar(get, "MMCONNECT_SESSION_TTL", "30m", time.Minute, 24*time.Hour, ""); err != nil {
 		return Config{}, err
 	}
-	if v := get("MMCONNECT_ALLOWED_NETWORKS", ""); v != "" {
-		for _, part := range strings.Split(v, ",") {
-			p, err := netip.ParsePrefix(strings.TrimSpace(part))
-			if err != nil {
-				return Config{}, &Error{"MMCONNECT_ALLOWED_NETWORKS", fmt.Sprintf("%q is not a CIDR range (e.g. 10.0.0.0/8 or fd00::/8)", strings.TrimSpace(part))}
-			}
-			c.AllowedNetworks = append(c.AllowedNetworks, p.Masked())
-		}
+	if c.AllowedNetworks, err = prefixesVar(get, "MMCONNECT_ALLOWED_NETWORKS"); err != nil {
+		return Config{}, err
 	}
 	if v := get("MMCONNECT_UPSTREAM_CA_FILE", ""); v != "" {
 		if st, err := os.Stat(v); err != nil || st.IsDir() {
@@ -345,14 +339,8 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.RatePerClientIP, err = parseRate(get, "MMCONNECT_RATE_LIMIT_PER_IP", "30/m"); err != nil {
 		return Config{}, err
 	}
-	if v := get("MMCONNECT_TRUSTED_PROXIES", ""); v != "" {
-		for _, part := range strings.Split(v, ",") {
-			p, err := netip.ParsePrefix(strings.TrimSpace(part))
-			if err != nil {
-				return Config{}, &Error{"MMCONNECT_TRUSTED_PROXIES", fmt.Sprintf("%q is not a CIDR range (e.g. 10.0.0.0/8)", strings.TrimSpace(part))}
-			}
-			c.TrustedProxies = append(c.TrustedProxies, p.Masked())
-		}
+	if c.TrustedProxies, err = prefixesVar(get, "MMCONNECT_TRUSTED_PROXIES"); err != nil {
+		return Config{}, err
 	}
 	if c.MaxConnectionsPerEndUser, err = intVar(get, "MMCONNECT_MAX_CONNECTIONS_PER_END_USER", 25, 1, 100_000); err != nil {
 		return Config{}, err
@@ -436,6 +424,23 @@ func shortDuration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// prefixesVar reads comma-separated CIDR ranges, masked; nil when unset.
+func prefixesVar(get func(name, def string) string, name string) ([]netip.Prefix, error) {
+	v := get(name, "")
+	if v == "" {
+		return nil, nil
+	}
+	var out []netip.Prefix
+	for _, part := range strings.Split(v, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(part))
+		if err != nil {
+			return nil, &Error{name, fmt.Sprintf("%q is not a CIDR range (e.g. 10.0.0.0/8 or fd00::/8)", strings.TrimSpace(part))}
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // intVar reads a whole number from lo to hi.
