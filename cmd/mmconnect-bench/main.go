@@ -175,6 +175,7 @@ func run(bin string, seed, clients int, d time.Duration) error {
 		load("GET /connections?limit=50", clients, d, func(int, int) error { return get(base+"/connections?limit=50", 200) }),
 	}
 	handshakes := mm.Connections()
+	batchesBefore := scrape(client, base, apiKey)
 	var created atomic.Int64
 	results = append(results, load("POST /connections", clients, d, func(c, i int) error {
 		n := int(created.Add(1))
@@ -194,6 +195,7 @@ func run(bin string, seed, clients int, d time.Duration) error {
 		return nil
 	}))
 	handshakes = mm.Connections() - handshakes
+	batchesAfter := scrape(client, base, apiKey)
 
 	ceiling := float64(results[0].n) / results[0].elapsed.Seconds()
 	fmt.Printf("\n%d clients, %s each, %d connections stored\n", clients, d, seed)
@@ -203,8 +205,35 @@ func run(bin string, seed, clients int, d time.Duration) error {
 		fmt.Printf("%-28s %9.0f %8.2f %10s %10s %6d\n", r.name, rps, rps/ceiling, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errs)
 	}
 	fmt.Printf("upstream TLS handshakes during the creates: %d\n", handshakes)
+	if b := batchesAfter["mmconnect_db_write_batches_total"] - batchesBefore["mmconnect_db_write_batches_total"]; b > 0 {
+		w := batchesAfter["mmconnect_db_batched_writes_total"] - batchesBefore["mmconnect_db_batched_writes_total"]
+		busy := batchesAfter["mmconnect_db_write_batch_busy_seconds_total"] - batchesBefore["mmconnect_db_write_batch_busy_seconds_total"]
+		fmt.Printf("SQLite group commit during the creates: %.0f batches, %.1f writes each, writer busy %.0f%% of the run\n",
+			b, w/b, 100*busy/results[len(results)-1].elapsed.Seconds())
+	}
 	fmt.Printf("server peak RSS: %.1f MiB\n", float64(process.PeakRSS(srv.Process.Pid))/(1<<20))
 	return nil
+}
+
+// scrape reads the server's unlabelled counters from /metrics.
+func scrape(client *http.Client, base, apiKey string) map[string]float64 {
+	out := map[string]float64{}
+	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := client.Do(req)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		var name string
+		var v float64
+		if n, _ := fmt.Sscanf(line, "%s %g", &name, &v); n == 2 && !strings.HasPrefix(name, "#") {
+			out[name] = v
+		}
+	}
+	return out
 }
 
 // seedDB writes n active connections straight into the SQLite file, their

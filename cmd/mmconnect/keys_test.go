@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -205,11 +206,26 @@ func TestMetrics(t *testing.T) {
 		`mmconnect_upstream_check_duration_seconds_count{outcome="accepted"} 1`,
 		`mmconnect_connections{status="active"}`,
 		`go_sql_open_connections{db_name="mmconnect"}`,
+		`go_sql_open_connections{db_name="mmconnect_read"}`,
+		`mmconnect_db_write_batch_busy_seconds_total`,
 		`go_goroutines`,
 	} {
 		if status != 200 || !strings.Contains(body, want) {
 			t.Errorf("metrics (%d) lack %s", status, want)
 		}
+	}
+	// The create (the connection, then its audit row) went through the
+	// group commit: at least two writes in at least one batch.
+	counter := func(name string) float64 {
+		m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(body)
+		if m == nil {
+			t.Fatalf("metrics lack %s", name)
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		return v
+	}
+	if w, b := counter("mmconnect_db_batched_writes_total"), counter("mmconnect_db_write_batches_total"); w < 2 || b < 1 || b > w {
+		t.Errorf("group commit counted %v writes in %v batches", w, b)
 	}
 	if strings.Contains(body, tokenA) || strings.Contains(body, in.key) {
 		t.Fatal("a secret is in the metrics")

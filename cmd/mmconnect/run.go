@@ -164,6 +164,15 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	mm := mattermost.New(opts)
 	meters := metrics.New()
 	meters.WatchDB(st.SQLDB(), "mmconnect")
+	if st.ReadDB() != st.SQLDB() {
+		meters.WatchDB(st.ReadDB(), "mmconnect_read")
+	}
+	if _, ok := st.WriteBatchStats(); ok {
+		meters.WatchWriteBatches(func() (uint64, uint64, time.Duration) {
+			b, _ := st.WriteBatchStats()
+			return b.Batches, b.Writes, b.Busy
+		})
+	}
 	svc := connection.NewService(st, meters.Verifier(mm), sealer,
 		connection.WithAllowHTTP(cfg.AllowHTTP),
 		connection.WithEvents(cfg.WebhookURL != ""),

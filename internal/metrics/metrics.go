@@ -67,6 +67,23 @@ func (m *Metrics) WatchDB(db *sql.DB, name string) {
 	m.registry.MustRegister(collectors.NewDBStatsCollector(db, name))
 }
 
+// WatchWriteBatches adds SQLite's group-commit totals, read from stats at
+// each scrape: batches committed, writes they held, and the writer's busy
+// time (rate(writes)/rate(batches) is the mean batch size).
+func (m *Metrics) WatchWriteBatches(stats func() (batches, writes uint64, busy time.Duration)) {
+	m.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mmconnect_db_write_batches_total",
+			Help: "Write transactions the SQLite group commit committed (each one COMMIT and one fsync)."},
+			func() float64 { b, _, _ := stats(); return float64(b) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mmconnect_db_batched_writes_total",
+			Help: "Callers' writes the SQLite group commit ran, each in a savepoint of a batch."},
+			func() float64 { _, w, _ := stats(); return float64(w) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mmconnect_db_write_batch_busy_seconds_total",
+			Help: "Time the one SQLite writer spent running and committing batches."},
+			func() float64 { _, _, d := stats(); return d.Seconds() }),
+	)
+}
+
 // ObserveRequest counts one HTTP request.
 func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
 	if route == "" {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -22,6 +24,28 @@ type batcher struct {
 	mu      sync.RWMutex
 	closed  bool
 	stopped chan struct{}
+
+	// For the operators' metrics: batches committed, writes they held, and
+	// the time spent running and committing them.
+	batches, writes atomic.Uint64
+	busy            atomic.Int64
+}
+
+// BatchStats are the group commit's running totals since the store opened.
+// Writes/Batches is the mean batch size; Busy/Batches the mean time the one
+// writer spends on a batch (its writes, COMMIT and fsync).
+type BatchStats struct {
+	Batches, Writes uint64
+	Busy            time.Duration
+}
+
+// WriteBatchStats returns the group commit's totals, and false on
+// PostgreSQL, where writers do not batch.
+func (s *Store) WriteBatchStats() (BatchStats, bool) {
+	if s.batch == nil {
+		return BatchStats{}, false
+	}
+	return BatchStats{Batches: s.batch.batches.Load(), Writes: s.batch.writes.Load(), Busy: time.Duration(s.batch.busy.Load())}, true
 }
 
 type writeReq struct {
@@ -83,6 +107,12 @@ func (b *batcher) run() {
 }
 
 func (b *batcher) commit(batch []*writeReq) {
+	start := time.Now()
+	defer func() {
+		b.batches.Add(1)
+		b.writes.Add(uint64(len(batch)))
+		b.busy.Add(int64(time.Since(start)))
+	}()
 	results := make([]error, len(batch))
 	tx := b.db.Begin()
 	if tx.Error != nil {

@@ -121,8 +121,18 @@ func (s *Store) Close() error {
 	return err
 }
 
-// SQLDB is the pool, for its statistics.
+// SQLDB is the pool writes use (on SQLite its one connection), for its
+// statistics.
 func (s *Store) SQLDB() *sql.DB { return s.sqlDB }
+
+// ReadDB is the pool reads use, for its statistics: on SQLite the readers
+// beside the writer, on PostgreSQL the same pool as SQLDB.
+func (s *Store) ReadDB() *sql.DB {
+	if s.rsqlDB != nil {
+		return s.rsqlDB
+	}
+	return s.sqlDB
+}
 
 // CountByStatus counts stored connections by status (one scan; for a
 // gauge refreshed every few seconds, not per request).
