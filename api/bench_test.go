@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -15,16 +16,24 @@ func BenchmarkCreateConnection(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		i++
-		body := fmt.Sprintf(`{"server_url":%q,"token":%q,"end_user_id":"bench-%d"}`, h.mm.URL, tokenA, i)
-		req := httptest.NewRequest("POST", "/connections", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+h.key)
-		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		h.handler.ServeHTTP(rec, req)
-		if rec.Code != http.StatusCreated {
-			b.Fatalf("%d %s", rec.Code, rec.Body)
+		if err := benchCreate(h, i); err != nil {
+			b.Fatal(err)
 		}
 	}
+}
+
+// benchCreate creates a connection of tokenA's account for end user i.
+func benchCreate(h *harness, i int) error {
+	body := fmt.Sprintf(`{"server_url":%q,"token":%q,"end_user_id":"bench-%d"}`, h.mm.URL, tokenA, i)
+	req := httptest.NewRequest("POST", "/connections", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+h.key)
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.handler.ServeHTTP(rec, req)
+	if rec.Code != http.StatusCreated {
+		return fmt.Errorf("%d %s", rec.Code, rec.Body)
+	}
+	return nil
 }
 
 // BenchmarkGetConnection: GET /connections/{id} from SQLite.
@@ -40,4 +49,21 @@ func BenchmarkGetConnection(b *testing.B) {
 			b.Fatalf("%d %s", rec.Code, rec.Body)
 		}
 	}
+}
+
+// BenchmarkCreateConnectionParallel: concurrent creates, each for its own
+// end user, so the group commit and the upstream client's pool are in play.
+func BenchmarkCreateConnectionParallel(b *testing.B) {
+	h := newHarness(b)
+	var n atomic.Int64
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := benchCreate(h, int(n.Add(1))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

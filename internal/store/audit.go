@@ -28,9 +28,9 @@ func (auditRow) TableName() string { return "audit_events" }
 func (s *Store) AddAuditEvent(ctx context.Context, e audit.Event) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	row := auditRow{ID: e.ID, At: micros(e.At), Actor: e.Actor, Action: e.Action, ConnectionID: e.ConnectionID,
-		ClientIP: e.ClientIP, RequestID: e.RequestID, Detail: e.Detail}
-	return s.wrap("record audit event", s.tx(ctx, func(tx *gorm.DB) error { return tx.Create(&row).Error }))
+	return s.wrap("record audit event", s.tx(ctx, func(tx *gorm.DB) error {
+		return s.auditStmt.exec(tx, e.ID, micros(e.At), e.Actor, e.Action, e.ConnectionID, e.ClientIP, e.RequestID, e.Detail)
+	}))
 }
 
 // ListAuditEvents implements audit.Store.

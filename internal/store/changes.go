@@ -104,8 +104,7 @@ func (s *Store) recordChange(tx *gorm.DB, connID string, firstSeq int64, ch conn
 		}
 	}
 	if ch.SealingKey != "" {
-		err := tx.Exec("INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING", ch.SealingKey).Error
-		if err != nil {
+		if err := s.sealingKeyStmt.exec(tx, ch.SealingKey); err != nil {
 			return err
 		}
 	}

@@ -203,3 +203,18 @@ func TestSQLiteGroupCommit(t *testing.T) {
 		t.Fatalf("%d rows on disk, want %d", total, n/2)
 	}
 }
+
+// Every connection keeps temporary files (the savepoints' statement
+// journals of the group commit) in memory.
+func TestSQLiteTempStoreInMemory(t *testing.T) {
+	s := openTestSQLite(t)
+	for name, db := range map[string]*sql.DB{"writer": s.SQLDB(), "reader": s.ReadDB()} {
+		var mode int
+		if err := db.QueryRow("PRAGMA temp_store").Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		if mode != 2 {
+			t.Errorf("%s: temp_store = %d, want 2 (memory)", name, mode)
+		}
+	}
+}
