@@ -19,6 +19,11 @@ import (
 	"github.com/go-playground/validator/v10"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/logging"
@@ -93,6 +98,10 @@ type Deps struct {
 	// TrustedProxies may set X-Forwarded-For; without them the client's
 	// address is the connection's.
 	TrustedProxies []netip.Prefix
+	// Tracer, when set, makes each request a server span, continuing the
+	// caller's trace context read through Propagator (W3C traceparent).
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
 }
 
 // Metrics is what the API reports to.
@@ -133,7 +142,11 @@ func NewServer(deps Deps) *Server {
 		pageCSP: pageCSP(deps.AllowedOrigins), pageHTML: connectPageHTML(deps.AllowedOrigins),
 		limits: newRateLimiters(deps.RateLimits)}
 	e.HTTPErrorHandler = errorHandler(deps.Logger)
-	e.Use(s.requestIDMiddleware, s.accessLog, headerLimit, middleware.RecoverWithConfig(middleware.RecoverConfig{
+	e.Use(s.requestIDMiddleware)
+	if deps.Tracer != nil {
+		e.Use(s.traced)
+	}
+	e.Use(s.accessLog, headerLimit, middleware.RecoverWithConfig(middleware.RecoverConfig{
 		StackSize:           8 << 10,
 		DisableStackAll:     true,
 		DisableErrorHandler: true,
@@ -178,6 +191,33 @@ func (s *Server) requestIDMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		req := c.Request()
 		c.SetRequest(req.WithContext(logging.WithRequestID(req.Context(), id)))
 		return next(c)
+	}
+}
+
+// traced makes the request a server span named by its method and route,
+// continuing the caller's trace context, with the request id and the
+// final status (a 5xx marks the span as an error). It wraps the access
+// log, so the status is the one sent and the log line carries the trace.
+func (s *Server) traced(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		ctx := s.deps.Propagator.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
+		route := c.Path()
+		if route == "" {
+			route = "unknown"
+		}
+		ctx, span := s.deps.Tracer.Start(ctx, req.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(semconv.HTTPRequestMethodKey.String(req.Method), semconv.HTTPRoute(route),
+				attribute.String("mmconnect.request_id", requestID(c))))
+		defer span.End()
+		c.SetRequest(req.WithContext(ctx))
+		err := next(c)
+		status := c.Response().Status
+		span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
+		return err
 	}
 }
 

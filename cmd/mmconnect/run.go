@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"sort"
@@ -27,6 +29,7 @@ import (
 	"github.com/mmconnect/mmconnect/internal/secret"
 	"github.com/mmconnect/mmconnect/internal/session"
 	"github.com/mmconnect/mmconnect/internal/store"
+	"github.com/mmconnect/mmconnect/internal/tracing"
 	"github.com/mmconnect/mmconnect/internal/webhook"
 )
 
@@ -153,8 +156,25 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		return err
 	}
 
+	tracer, err := startTracing(ctx, getenv, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tracer.Shutdown(flushCtx); err != nil {
+			log.Warn("send the last spans", "err", err)
+		}
+	}()
+	st.Trace(tracer.Tracer())
+	var traceClients outbound.Trace
+	if tracer != nil {
+		traceClients = outbound.Trace{Provider: tracer.Provider, Propagator: tracer.Propagator}
+	}
+
 	hostLimit := outbound.NewHostLimit(cfg.UpstreamHostConcurrency)
-	opts := mattermost.Options{Timeout: cfg.UpstreamTimeout, AllowedNetworks: cfg.AllowedNetworks, HostLimit: hostLimit, AllowHTTP: cfg.AllowHTTP,
+	opts := mattermost.Options{Trace: traceClients, Timeout: cfg.UpstreamTimeout, AllowedNetworks: cfg.AllowedNetworks, HostLimit: hostLimit, AllowHTTP: cfg.AllowHTTP,
 		IdleConnsPerHost: cfg.UpstreamHostConcurrency}
 	if cfg.UpstreamCAFile != "" {
 		if opts.RootCAs, err = mattermost.LoadRootCAs(cfg.UpstreamCAFile); err != nil {
@@ -173,7 +193,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 			return b.Batches, b.Writes, b.Busy
 		})
 	}
-	svc := connection.NewService(st, meters.Verifier(mm), sealer,
+	svc := connection.NewService(st, tracer.Verifier(meters.Verifier(mm)), sealer,
 		connection.WithAllowHTTP(cfg.AllowHTTP),
 		connection.WithEvents(cfg.WebhookURL != ""),
 		connection.WithRevoker(mm, cfg.RevokeUpstream),
@@ -226,11 +246,14 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		MetricsElsewhere: cfg.MetricsAddr != "",
 		Proxy: &api.ProxyOptions{
 			Transport: outbound.NewClient(outbound.Options{Timeout: cfg.ProxyTimeout, Fenced: true, AllowedNetworks: cfg.AllowedNetworks,
-				RootCAs: opts.RootCAs, HostLimit: hostLimit, MaxIdleConnsPerHost: cfg.UpstreamHostConcurrency}).Transport,
+				RootCAs: opts.RootCAs, HostLimit: hostLimit, MaxIdleConnsPerHost: cfg.UpstreamHostConcurrency, Trace: traceClients}).Transport,
 			MaxBody:         cfg.ProxyMaxBody,
 			AllowTokenPaths: cfg.ProxyAllowTokenPaths,
 			Timeout:         cfg.ProxyTimeout,
 		},
+	}
+	if tracer != nil {
+		deps.Tracer, deps.Propagator = tracer.Tracer(), tracer.Propagator
 	}
 	if cfg.RateLimits {
 		deps.RateLimits = &api.RateLimits{
@@ -295,6 +318,25 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// startTracing starts OpenTelemetry tracing when the environment names an
+// OTLP endpoint (see the tracing package), and returns nil otherwise:
+// tracing off builds nothing. Errors: the exporter's settings are refused.
+func startTracing(ctx context.Context, getenv func(string) string, log *slog.Logger) (*tracing.Tracing, error) {
+	if !tracing.Enabled(getenv) {
+		return nil, nil
+	}
+	t, err := tracing.Start(ctx, getenv, buildVersion(), outbound.NewClient(outbound.Options{Timeout: 10 * time.Second}))
+	if err != nil {
+		return nil, err
+	}
+	endpoint := cmp.Or(getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
+	if u, err := url.Parse(endpoint); err == nil {
+		endpoint = u.Redacted() // a password in the URL is not logged
+	}
+	log.Info("tracing: sending spans over OTLP/HTTP", "endpoint", endpoint)
+	return t, nil
 }
 
 // loadAPIKeys takes the API keys from the configuration, or from the key

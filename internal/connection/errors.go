@@ -82,6 +82,20 @@ type UpstreamError struct {
 	Err        error
 }
 
+// CheckOutcome names how a check ended, for metrics and traces:
+// "accepted", an UpstreamError's Code, or "error" (anything else, such as
+// a store failure).
+func CheckOutcome(err error) string {
+	var ue *UpstreamError
+	switch {
+	case err == nil:
+		return "accepted"
+	case errors.As(err, &ue):
+		return ue.Code
+	}
+	return "error"
+}
+
 func (e *UpstreamError) Error() string {
 	if e.Err != nil {
 		return fmt.Sprintf("upstream %s: %s: %v", e.Code, e.Message, e.Err)

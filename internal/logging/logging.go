@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 type requestIDKey struct{}
@@ -46,12 +48,17 @@ func New(out io.Writer, level slog.Leveler) *slog.Logger {
 	return slog.New(&requestIDHandler{Handler: slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})})
 }
 
-// requestIDHandler adds the request id of the record's context.
+// requestIDHandler adds the request id of the record's context, and its
+// trace and span ids when the request is traced (OpenTelemetry), so a log
+// line leads to its trace.
 type requestIDHandler struct {
 	slog.Handler
 }
 
 func (h *requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
 	if id := RequestID(ctx); id != "" {
 		has := false
 		r.Attrs(func(a slog.Attr) bool {

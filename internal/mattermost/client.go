@@ -51,6 +51,9 @@ type Options struct {
 	// reuse; set it to the per-host limit, so every request in flight can
 	// keep its connection (default 8).
 	IdleConnsPerHost int
+	// Trace traces each request to Mattermost and sends it the W3C trace
+	// context (off when its Provider is nil).
+	Trace outbound.Trace
 }
 
 // MaxRedirects is how many same-origin redirects a check follows.
@@ -84,7 +87,7 @@ func New(opts Options) *Client {
 		http: outbound.NewClient(outbound.Options{
 			Timeout: opts.Timeout, Fenced: true, AllowedNetworks: opts.AllowedNetworks,
 			RootCAs: opts.RootCAs, Resolver: opts.Resolver, Dial: opts.Dial, HostLimit: opts.HostLimit,
-			MaxIdleConnsPerHost: opts.IdleConnsPerHost,
+			MaxIdleConnsPerHost: opts.IdleConnsPerHost, Trace: opts.Trace,
 		}),
 	}
 }

@@ -8,7 +8,6 @@ package metrics
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -118,14 +117,6 @@ type timedVerifier struct {
 func (t *timedVerifier) Verify(ctx context.Context, serverURL, token string) (connection.Identity, error) {
 	start := time.Now()
 	ident, err := t.next.Verify(ctx, serverURL, token)
-	outcome := "accepted"
-	var ue *connection.UpstreamError
-	switch {
-	case errors.As(err, &ue):
-		outcome = ue.Code
-	case err != nil:
-		outcome = "error"
-	}
-	t.hist.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+	t.hist.WithLabelValues(connection.CheckOutcome(err)).Observe(time.Since(start).Seconds())
 	return ident, err
 }

@@ -19,6 +19,11 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configure one client.
@@ -42,6 +47,15 @@ type Options struct {
 	HostLimit *HostLimit
 	// MaxIdleConnsPerHost keeps upstream connections for reuse (default 8).
 	MaxIdleConnsPerHost int
+	// Trace, when its Provider is set, makes each request a client span
+	// and sends the W3C trace context with it.
+	Trace Trace
+}
+
+// Trace is OpenTelemetry for a client: off when Provider is nil.
+type Trace struct {
+	Provider   trace.TracerProvider
+	Propagator propagation.TextMapPropagator
 }
 
 // NewClient builds an HTTP client that never follows a redirect (the
@@ -78,8 +92,13 @@ func NewClient(opts Options) *http.Client {
 		},
 	}
 	var rt http.RoundTripper = tr
+	if opts.Trace.Provider != nil {
+		// Inside the host limit: the span is the exchange, not the wait.
+		rt = otelhttp.NewTransport(rt, otelhttp.WithTracerProvider(opts.Trace.Provider),
+			otelhttp.WithPropagators(opts.Trace.Propagator), otelhttp.WithMeterProvider(noop.NewMeterProvider()))
+	}
 	if opts.HostLimit != nil {
-		rt = &limitedTransport{next: tr, limit: opts.HostLimit}
+		rt = &limitedTransport{next: rt, limit: opts.HostLimit}
 	}
 	return &http.Client{
 		Transport: rt,

@@ -26,7 +26,7 @@ func (auditRow) TableName() string { return "audit_events" }
 
 // AddAuditEvent implements audit.Store.
 func (s *Store) AddAuditEvent(ctx context.Context, e audit.Event) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.AddAuditEvent")
 	defer cancel()
 	return s.wrap("record audit event", s.tx(ctx, func(tx *gorm.DB) error {
 		return s.auditStmt.exec(tx, e.ID, micros(e.At), e.Actor, e.Action, e.ConnectionID, e.ClientIP, e.RequestID, e.Detail)
@@ -35,7 +35,7 @@ func (s *Store) AddAuditEvent(ctx context.Context, e audit.Event) error {
 
 // ListAuditEvents implements audit.Store.
 func (s *Store) ListAuditEvents(ctx context.Context, f audit.Filter) ([]audit.Event, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.ListAuditEvents")
 	defer cancel()
 	q := s.rdb.WithContext(ctx).Model(&auditRow{})
 	if f.ConnectionID != "" {
@@ -68,7 +68,7 @@ func (s *Store) ListAuditEvents(ctx context.Context, f audit.Filter) ([]audit.Ev
 
 // PruneAuditEvents implements audit.Store.
 func (s *Store) PruneAuditEvents(ctx context.Context, t time.Time) (int, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.PruneAuditEvents")
 	defer cancel()
 	res := s.db.WithContext(ctx).Where("at < ?", micros(t)).Delete(&auditRow{})
 	return int(res.RowsAffected), s.wrap("prune audit events", res.Error)

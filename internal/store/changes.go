@@ -128,7 +128,7 @@ const dueQuery = "SELECT * FROM connections WHERE status <> 'revoked' AND next_c
 // same row only one claims it; the same statements serve SQLite and
 // PostgreSQL.
 func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, next func() time.Time) ([]connection.Connection, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.ClaimDue")
 	defer cancel()
 	var rows []connectionRow
 	if err := s.db.WithContext(ctx).Raw(dueQuery, micros(now), limit).Scan(&rows).Error; err != nil {
@@ -151,7 +151,7 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, next fun
 
 // Reschedule implements connection.Store.
 func (s *Store) Reschedule(ctx context.Context, id string, at time.Time) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.Reschedule")
 	defer cancel()
 	res := s.db.WithContext(ctx).Model(&connectionRow{}).Where("id = ? AND status <> 'revoked'", id).
 		Update("next_check_at", micros(at))
@@ -166,7 +166,7 @@ func (s *Store) Reschedule(ctx context.Context, id string, at time.Time) error {
 
 // ClaimRevocations implements connection.Store.
 func (s *Store) ClaimRevocations(ctx context.Context, now time.Time, limit int, lease time.Time) ([]connection.PendingRevocation, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.ClaimRevocations")
 	defer cancel()
 	var rows []revocationRow
 	err := s.db.WithContext(ctx).Where("next_attempt_at <= ?", micros(now)).Order("next_attempt_at").Limit(limit).Find(&rows).Error
@@ -192,7 +192,7 @@ func (s *Store) ClaimRevocations(ctx context.Context, now time.Time, limit int, 
 
 // SettleRevocation implements connection.Store.
 func (s *Store) SettleRevocation(ctx context.Context, connectionID string, r connection.UpstreamRevocation, final bool, attempts int, next time.Time) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.SettleRevocation")
 	defer cancel()
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		q := tx.Where("connection_id = ?", connectionID)
@@ -223,7 +223,7 @@ func (s *Store) SettleRevocation(ctx context.Context, connectionID string, r con
 
 // Purgeable implements connection.Store.
 func (s *Store) Purgeable(ctx context.Context, cutoff time.Time, limit int) ([]connection.Connection, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.Purgeable")
 	defer cancel()
 	var rows []connectionRow
 	err := s.db.WithContext(ctx).Raw(`SELECT * FROM connections c
@@ -243,7 +243,7 @@ func (s *Store) Purgeable(ctx context.Context, cutoff time.Time, limit int) ([]c
 
 // Delete implements connection.Store.
 func (s *Store) Delete(ctx context.Context, c connection.Connection, ch connection.Change) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.Delete")
 	defer cancel()
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		var seq []int64

@@ -27,7 +27,7 @@ func (idempotencyRow) TableName() string { return "idempotency_keys" }
 // (from any replica) loses, then a conditional take-over of a record that
 // expired or was abandoned in flight.
 func (s *Store) ClaimKey(ctx context.Context, r idempotency.Record, staleBefore time.Time) (*idempotency.Record, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.ClaimKey")
 	defer cancel()
 	db := s.db.WithContext(ctx)
 	res := db.Exec(`INSERT INTO idempotency_keys (key_hash, request_hash, status, created_at, expires_at) VALUES (?, ?, 0, ?, ?)
@@ -67,7 +67,7 @@ func (s *Store) ClaimKey(ctx context.Context, r idempotency.Record, staleBefore 
 
 // FinishKey implements idempotency.Store.
 func (s *Store) FinishKey(ctx context.Context, key string, status int, sealedBody []byte, sealingKey string) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.FinishKey")
 	defer cancel()
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		body := string(sealedBody)
@@ -82,14 +82,14 @@ func (s *Store) FinishKey(ctx context.Context, key string, status int, sealedBod
 
 // ReleaseKey implements idempotency.Store.
 func (s *Store) ReleaseKey(ctx context.Context, key string) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.ReleaseKey")
 	defer cancel()
 	return s.wrap("release idempotency key", s.db.WithContext(ctx).Where("key_hash = ? AND status = 0", key).Delete(&idempotencyRow{}).Error)
 }
 
 // PruneKeys implements idempotency.Store.
 func (s *Store) PruneKeys(ctx context.Context, t time.Time) (int, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.PruneKeys")
 	defer cancel()
 	res := s.db.WithContext(ctx).Where("expires_at < ?", micros(t)).Delete(&idempotencyRow{})
 	return int(res.RowsAffected), s.wrap("prune idempotency keys", res.Error)

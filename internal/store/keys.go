@@ -14,7 +14,7 @@ import (
 // SealingKeyIDs implements connection.Store: the small table of key ids
 // that sealed stored values, read without touching the connections.
 func (s *Store) SealingKeyIDs(ctx context.Context) ([]string, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.SealingKeyIDs")
 	defer cancel()
 	var ids []string
 	err := s.rdb.WithContext(ctx).Raw("SELECT key_id FROM sealing_keys ORDER BY key_id").Scan(&ids).Error
@@ -23,7 +23,7 @@ func (s *Store) SealingKeyIDs(ctx context.Context) ([]string, error) {
 
 // HasConnections implements connection.Store.
 func (s *Store) HasConnections(ctx context.Context) (bool, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.HasConnections")
 	defer cancel()
 	var n int64
 	err := s.rdb.WithContext(ctx).Raw("SELECT COUNT(*) FROM (SELECT 1 FROM connections LIMIT 1) one").Scan(&n).Error
@@ -32,7 +32,7 @@ func (s *Store) HasConnections(ctx context.Context) (bool, error) {
 
 // SealedAfter implements connection.Store.
 func (s *Store) SealedAfter(ctx context.Context, afterID string, limit int) ([]connection.Sealed, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.SealedAfter")
 	defer cancel()
 	var rows []struct {
 		ID          string
@@ -59,7 +59,7 @@ func (s *Store) SealedAfter(ctx context.Context, afterID string, limit int) ([]c
 
 // Reseal implements connection.Store.
 func (s *Store) Reseal(ctx context.Context, old connection.Sealed, value []byte, keyID string, at time.Time) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.Reseal")
 	defer cancel()
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		var res *gorm.DB

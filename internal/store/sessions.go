@@ -25,7 +25,7 @@ func (sessionRow) TableName() string { return "connect_sessions" }
 
 // CreateSession implements session.Store.
 func (s *Store) CreateSession(ctx context.Context, sess session.Session) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.CreateSession")
 	defer cancel()
 	row := sessionRow{ID: sess.ID, TokenHash: sess.TokenHash, EndUserID: sess.EndUserID,
 		CreatedAt: micros(sess.CreatedAt), ExpiresAt: micros(sess.ExpiresAt)}
@@ -34,7 +34,7 @@ func (s *Store) CreateSession(ctx context.Context, sess session.Session) error {
 
 // SessionByTokenHash implements session.Store.
 func (s *Store) SessionByTokenHash(ctx context.Context, hash string) (session.Session, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.SessionByTokenHash")
 	defer cancel()
 	var row sessionRow
 	err := s.rdb.WithContext(ctx).Where("token_hash = ?", hash).Take(&row).Error
@@ -50,7 +50,7 @@ func (s *Store) SessionByTokenHash(ctx context.Context, hash string) (session.Se
 
 // DeleteSession implements session.Store.
 func (s *Store) DeleteSession(ctx context.Context, id string) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.DeleteSession")
 	defer cancel()
 	res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&sessionRow{})
 	if res.Error != nil {
@@ -64,7 +64,7 @@ func (s *Store) DeleteSession(ctx context.Context, id string) error {
 
 // DeleteSessionsExpiredBefore implements session.Store.
 func (s *Store) DeleteSessionsExpiredBefore(ctx context.Context, t time.Time) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.DeleteSessionsExpiredBefore")
 	defer cancel()
 	return s.wrap("delete expired sessions", s.db.WithContext(ctx).Where("expires_at < ?", micros(t)).Delete(&sessionRow{}).Error)
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
@@ -43,14 +45,38 @@ type Store struct {
 	// opTimeout bounds one operation from the client side, so a database
 	// that stops answering yields ErrUnavailable rather than a hang.
 	opTimeout time.Duration
+	// tracer, when set, makes each operation a span.
+	tracer trace.Tracer
 }
 
-func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	if s.opTimeout <= 0 {
-		return ctx, func() {}
+// op begins one store operation: bounded by opTimeout and, with tracing
+// on, a span called name. Call the returned function when it ends.
+func (s *Store) op(ctx context.Context, name string) (context.Context, func()) {
+	var span trace.Span
+	if s.tracer != nil {
+		ctx, span = s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("db.system.name", s.dbSystem())))
 	}
-	return context.WithTimeout(ctx, s.opTimeout)
+	cancel := context.CancelFunc(func() {})
+	if s.opTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, s.opTimeout)
+	}
+	if span == nil {
+		return ctx, cancel
+	}
+	return ctx, func() { cancel(); span.End() }
 }
+
+func (s *Store) dbSystem() string {
+	if s.dialect == "postgres" {
+		return "postgresql"
+	}
+	return "sqlite"
+}
+
+// Trace makes each store call a span of tracer's; call it before the
+// store is used. A nil tracer (tracing off) makes none.
+func (s *Store) Trace(tracer trace.Tracer) { s.tracer = tracer }
 
 var _ connection.Store = (*Store)(nil)
 
@@ -145,7 +171,7 @@ func (s *Store) ReadDB() *sql.DB {
 // CountByStatus counts stored connections by status (one scan; for a
 // gauge refreshed every few seconds, not per request).
 func (s *Store) CountByStatus(ctx context.Context) (map[string]int64, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.CountByStatus")
 	defer cancel()
 	var rows []struct {
 		Status string
@@ -310,7 +336,7 @@ func (s *Store) wrap(op string, err error) error {
 
 // Create implements connection.Store.
 func (s *Store) Create(ctx context.Context, c connection.Connection, ch connection.Change) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.Create")
 	defer cancel()
 	row := toRow(c)
 	row.EventSeq = int64(len(ch.Events))
@@ -357,7 +383,7 @@ func (s *Store) checkCap(tx *gorm.DB, endUserID string, max int) error {
 
 // Get implements connection.Store.
 func (s *Store) Get(ctx context.Context, id string) (connection.Connection, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.Get")
 	defer cancel()
 	row, err := scanConnection(s.getStmt.QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -477,7 +503,7 @@ const findLiveQuery = `SELECT * FROM connections
 
 // FindLive implements connection.Store.
 func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string, endUserID *string) (connection.Connection, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.FindLive")
 	defer cancel()
 	end := ""
 	if endUserID != nil {
@@ -495,7 +521,7 @@ func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string
 
 // List implements connection.Store.
 func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection.Connection, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.List")
 	defer cancel()
 	var where []string
 	var args []any
@@ -559,7 +585,7 @@ func (s *Store) rebind(q string) string {
 // error cleared is written as NULL (GORM skips zero values in a struct
 // update).
 func (s *Store) Update(ctx context.Context, c connection.Connection, expect int64, ch connection.Change) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.Update")
 	defer cancel()
 	r := toRow(c)
 	cols := map[string]any{

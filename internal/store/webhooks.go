@@ -15,7 +15,7 @@ var _ webhook.Store = (*Store)(nil)
 
 // AddDelivery implements webhook.Store.
 func (s *Store) AddDelivery(ctx context.Context, d webhook.Delivery) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.AddDelivery")
 	defer cancel()
 	row, err := newEventRow(d.ConnectionID, d.Event)
 	if err != nil {
@@ -39,7 +39,7 @@ const claimQuery = `SELECT * FROM webhook_events e
 
 // ClaimDeliveries implements webhook.Store.
 func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, limit int, lease time.Time) ([]webhook.Delivery, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.ClaimDeliveries")
 	defer cancel()
 	var rows []eventRow
 	if err := s.db.WithContext(ctx).Raw(claimQuery, micros(now), limit).Scan(&rows).Error; err != nil {
@@ -68,7 +68,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, limit int, l
 
 // RecordAttempt implements webhook.Store.
 func (s *Store) RecordAttempt(ctx context.Context, id string, lease time.Time, o webhook.Outcome) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.RecordAttempt")
 	defer cancel()
 	cols := map[string]any{
 		"attempts":             gorm.Expr("attempts + 1"),
@@ -95,7 +95,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, lease time.Time, o
 
 // GetDelivery implements webhook.Store.
 func (s *Store) GetDelivery(ctx context.Context, id string) (webhook.Delivery, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.GetDelivery")
 	defer cancel()
 	var row eventRow
 	err := s.rdb.WithContext(ctx).Where("id = ?", id).Take(&row).Error
@@ -110,7 +110,7 @@ func (s *Store) GetDelivery(ctx context.Context, id string) (webhook.Delivery, e
 
 // ListDeliveries implements webhook.Store.
 func (s *Store) ListDeliveries(ctx context.Context, f webhook.ListFilter) ([]webhook.Delivery, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.ListDeliveries")
 	defer cancel()
 	q := s.rdb.WithContext(ctx).Model(&eventRow{})
 	if f.Status != nil {
@@ -137,7 +137,7 @@ func (s *Store) ListDeliveries(ctx context.Context, f webhook.ListFilter) ([]web
 
 // Requeue implements webhook.Store.
 func (s *Store) Requeue(ctx context.Context, id string, now, deadline time.Time) (webhook.Delivery, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.Requeue")
 	defer cancel()
 	res := s.db.WithContext(ctx).Model(&eventRow{}).Where("id = ? AND status = 'failed'", id).Updates(map[string]any{
 		"status": string(webhook.StatusPending), "next_attempt_at": micros(now), "deadline": micros(deadline), "settled_at": nil,
@@ -157,7 +157,7 @@ func (s *Store) Requeue(ctx context.Context, id string, now, deadline time.Time)
 
 // PruneSettled implements webhook.Store.
 func (s *Store) PruneSettled(ctx context.Context, cutoff time.Time) (int, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.op(ctx, "store.PruneSettled")
 	defer cancel()
 	res := s.db.WithContext(ctx).Where("status <> 'pending' AND settled_at < ?", micros(cutoff)).Delete(&eventRow{})
 	if res.Error != nil {

@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,6 +100,8 @@ type Server struct {
 	// Override, when set, answers every request instead (failure modes).
 	override atomic.Pointer[http.HandlerFunc]
 	subpath  atomic.Pointer[string]
+	// traceparents are the W3C trace contexts requests carried.
+	traceparents []string
 }
 
 // ServeUnder makes the server live under a subpath, as Mattermost with
@@ -214,6 +217,13 @@ func (s *Server) Override(h http.HandlerFunc) {
 	s.override.Store(&h)
 }
 
+// TraceParents are the W3C traceparent headers requests carried, in order.
+func (s *Server) TraceParents() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.traceparents)
+}
+
 // Requests counts requests served.
 func (s *Server) Requests() int64 { return s.requests.Load() }
 
@@ -229,6 +239,11 @@ func (s *Server) CAFile(t testing.TB) string {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
+	if tp := r.Header.Get("Traceparent"); tp != "" {
+		s.mu.Lock()
+		s.traceparents = append(s.traceparents, tp)
+		s.mu.Unlock()
+	}
 	counter, _ := s.paths.LoadOrStore(r.URL.Path, new(atomic.Int64))
 	counter.(*atomic.Int64).Add(1)
 	if h := s.override.Load(); h != nil {
