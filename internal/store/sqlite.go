@@ -103,6 +103,9 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 		s.Close()
 		return nil, err
 	}
+	if s.cache, err = newRowCache(path, rowCacheSize); err != nil {
+		log.Warn("reads by id go to the database every time", "err", err)
+	}
 	return s, nil
 }
 

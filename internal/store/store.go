@@ -35,6 +35,9 @@ type Store struct {
 	batch *batcher
 	// getStmt reads a connection by id (hand-written: the hottest read).
 	getStmt *sql.Stmt
+	// cache, on SQLite, serves rows read by id while the database is
+	// unchanged (see rowCache).
+	cache *rowCache
 	// The hottest writes, prepared once on the writer pool and run in a
 	// transaction with inTx.
 	insertStmt, liveCountStmt, auditStmt, sealingKeyStmt *writeStmt
@@ -140,6 +143,9 @@ func (s *Store) Close() error {
 	}
 	if s.getStmt != nil {
 		s.getStmt.Close()
+	}
+	if s.cache != nil {
+		s.cache.close()
 	}
 	for _, w := range []*writeStmt{s.insertStmt, s.liveCountStmt, s.auditStmt, s.sealingKeyStmt} {
 		if w != nil {
@@ -385,7 +391,19 @@ func (s *Store) checkCap(tx *gorm.DB, endUserID string, max int) error {
 func (s *Store) Get(ctx context.Context, id string) (connection.Connection, error) {
 	ctx, cancel := s.op(ctx, "store.Get")
 	defer cancel()
+	var state walState
+	cached := false
+	if s.cache != nil {
+		if state, cached = s.cache.state(); cached {
+			if row, ok := s.cache.get(id, state); ok {
+				return fromRow(row), nil
+			}
+		}
+	}
 	row, err := scanConnection(s.getStmt.QueryRowContext(ctx, id))
+	if err == nil && cached {
+		s.cache.put(row, state)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return connection.Connection{}, connection.ErrNotFound
 	}

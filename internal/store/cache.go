@@ -1,0 +1,96 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"sync"
+)
+
+// rowCache keeps connection rows read by id, each tagged with the state of
+// the SQLite database it was read under, and serves one only while that
+// state is unchanged: any commit, by this process's writer, by a replica
+// or by `mmconnect rotate-keys` in another process, changes it, so no read
+// after a write can return the old row.
+//
+// The state is the WAL-index header in the database's -shm file
+// (https://www.sqlite.org/walformat.html): every committed transaction
+// rewrites it (its change counter and last frame move on; a WAL restart
+// changes its salts), and it is what SQLite's own readers consult to find
+// the newest commit. Writers write its second copy, then its first; a
+// reader takes it only when both copies agree, as SQLite's readers do. It
+// is read with pread (no lock, no mapping), about a microsecond, against
+// the tens a SQLite read transaction costs.
+//
+// Any commit makes every entry stale, so the cache pays off where status
+// is read far more often than anything is written, which is the case it is
+// for; a stale entry is only a miss.
+type rowCache struct {
+	shm *os.File
+
+	mu   sync.Mutex // guards rows
+	rows map[string]cachedRow
+	max  int
+}
+
+// walHeaderSize is one copy of the WAL-index header; the file begins with
+// two.
+const walHeaderSize = 48
+
+type walState [walHeaderSize]byte
+
+type cachedRow struct {
+	row   connectionRow
+	state walState
+}
+
+// rowCacheSize bounds the entries (a row is well under 1 KiB).
+const rowCacheSize = 10_000
+
+// newRowCache opens the -shm file of the database at path (WAL mode, open
+// already). Errors: the file cannot be opened.
+func newRowCache(path string, max int) (*rowCache, error) {
+	shm, err := os.Open(path + "-shm")
+	if err != nil {
+		return nil, fmt.Errorf("row cache: %w", err)
+	}
+	return &rowCache{shm: shm, rows: make(map[string]cachedRow), max: max}, nil
+}
+
+// state reads the database's current state; ok is false when it cannot
+// be read consistently (a commit is being published), which is a miss.
+func (c *rowCache) state() (s walState, ok bool) {
+	var buf [2 * walHeaderSize]byte
+	if n, err := c.shm.ReadAt(buf[:], 0); n != len(buf) || err != nil {
+		return s, false
+	}
+	if !bytes.Equal(buf[:walHeaderSize], buf[walHeaderSize:]) {
+		return s, false
+	}
+	copy(s[:], buf[:walHeaderSize])
+	return s, true
+}
+
+// get returns id's row if it was read under state s.
+func (c *rowCache) get(id string, s walState) (connectionRow, bool) {
+	c.mu.Lock()
+	e, ok := c.rows[id]
+	c.mu.Unlock()
+	return e.row, ok && e.state == s
+}
+
+// put keeps row, read under state s (read before the row was, so a commit
+// in between leaves the entry stale, never wrong).
+func (c *rowCache) put(row connectionRow, s walState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.rows[row.ID]; !ok && len(c.rows) >= c.max {
+		for k := range c.rows { // evict one entry; Go's map order picks it
+			delete(c.rows, k)
+			break
+		}
+	}
+	c.rows[row.ID] = cachedRow{row: row, state: s}
+}
+
+func (c *rowCache) close() { c.shm.Close() }

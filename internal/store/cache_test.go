@@ -1,0 +1,184 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
+)
+
+// writeFromAnotherProcess is the helper process of
+// TestRowCacheSeesOtherProcesses: it sets a row's username and exits.
+func TestMain(m *testing.M) {
+	if path := os.Getenv("MMCONNECT_TEST_WRITE_DB"); path != "" {
+		db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
+		if err == nil {
+			_, err = db.Exec("UPDATE connections SET mattermost_username = ? WHERE id = ?",
+				os.Getenv("MMCONNECT_TEST_WRITE_NAME"), os.Getenv("MMCONNECT_TEST_WRITE_ID"))
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func cachedStore(t *testing.T) (*Store, string, connection.Connection) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "mmconnect.db")
+	s, err := OpenSQLite(context.Background(), path, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if s.cache == nil {
+		t.Fatal("no row cache on SQLite")
+	}
+	c := connection.Connection{ID: "conn_cached", ServerURL: "https://a.example", Status: connection.StatusActive,
+		MattermostUser: connection.MattermostUser{ID: "u", Username: "v0"}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
+	if err := s.Create(context.Background(), c, connection.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	return s, path, c
+}
+
+func username(t *testing.T, s *Store, id string) string {
+	t.Helper()
+	c, err := s.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.MattermostUser.Username
+}
+
+// A read after a write, by this process's writer or by another connection
+// to the file, returns the written row, although the row before it was
+// cached; and a cached row is served while nothing is written.
+func TestRowCacheNeverServesAnOldRow(t *testing.T) {
+	s, path, c := cachedStore(t)
+	other, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for i := 1; i <= 200; i++ {
+		username(t, s, c.ID) // cached now
+		name := "v" + strconv.Itoa(i)
+		db := other
+		if i%2 == 0 {
+			db = s.sqlDB // this process's writer connection
+		}
+		if _, err := db.Exec("UPDATE connections SET mattermost_username = ? WHERE id = ?", name, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got := username(t, s, c.ID); got != name {
+			t.Fatalf("write %d: read %q after writing %q", i, got, name)
+		}
+	}
+	// Nothing written: the row comes from the cache, not the database.
+	if _, err := other.Exec("PRAGMA user_version"); err != nil { // reading changes nothing
+		t.Fatal(err)
+	}
+	st, ok := s.cache.state()
+	if _, hit := s.cache.get(c.ID, st); !ok || !hit {
+		t.Fatal("the last row read is not served from the cache while nothing is written")
+	}
+	// A deleted row is gone at once.
+	if _, err := other.Exec("DELETE FROM connections WHERE id = ?", c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(context.Background(), c.ID); !errors.Is(err, connection.ErrNotFound) {
+		t.Fatalf("Get after delete: %v", err)
+	}
+}
+
+// The same from a separate process (as `mmconnect rotate-keys` is).
+func TestRowCacheSeesOtherProcesses(t *testing.T) {
+	s, path, c := cachedStore(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		username(t, s, c.ID)
+		name := "p" + strconv.Itoa(i)
+		cmd := exec.Command(exe, "-test.run=^$")
+		cmd.Env = append(os.Environ(), "MMCONNECT_TEST_WRITE_DB="+path, "MMCONNECT_TEST_WRITE_ID="+c.ID, "MMCONNECT_TEST_WRITE_NAME="+name)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("writer process: %v %s", err, out)
+		}
+		if got := username(t, s, c.ID); got != name {
+			t.Fatalf("read %q after another process wrote %q", got, name)
+		}
+	}
+}
+
+// Under concurrent writes, no read that starts after a write has returned
+// sees a value older than that write.
+func TestRowCacheUnderConcurrentWrites(t *testing.T) {
+	s, path, c := cachedStore(t)
+	other, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var committed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := int64(1); ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := other.Exec("UPDATE connections SET generation = ? WHERE id = ?", i, c.ID); err != nil {
+				t.Error(err)
+				return
+			}
+			committed.Store(i)
+		}
+	}()
+	var stale atomic.Int64
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 3000 {
+				before := committed.Load()
+				got, err := s.Get(context.Background(), c.ID)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got.Generation < before {
+					stale.Add(1)
+				}
+			}
+		}()
+	}
+	for committed.Load() < 50 {
+		runtimeGosched()
+	}
+	close(stop)
+	wg.Wait()
+	if n := stale.Load(); n > 0 {
+		t.Fatalf("%d reads returned a row older than a write that had returned before they began", n)
+	}
+}
+
+func runtimeGosched() { runtime.Gosched() }
