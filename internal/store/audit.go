@@ -37,7 +37,22 @@ func (s *Store) AddAuditEvent(ctx context.Context, e audit.Event) error {
 func (s *Store) ListAuditEvents(ctx context.Context, f audit.Filter) ([]audit.Event, error) {
 	ctx, cancel := s.op(ctx, "store.ListAuditEvents")
 	defer cancel()
-	q := s.rdb.WithContext(ctx).Model(&auditRow{})
+	var rows []auditRow
+	if err := auditQuery(s.rdb.WithContext(ctx), f).Find(&rows).Error; err != nil {
+		return nil, s.wrap("list audit events", err)
+	}
+	out := make([]audit.Event, len(rows))
+	for i, r := range rows {
+		out[i] = audit.Event{ID: r.ID, At: time.UnixMicro(r.At).UTC(), Actor: r.Actor, Action: r.Action,
+			ConnectionID: r.ConnectionID, ClientIP: r.ClientIP, RequestID: r.RequestID, Detail: r.Detail}
+	}
+	return out, nil
+}
+
+// auditQuery is the audit listing for f on db; its keyset position is a
+// row-value comparison, so the index range starts at the page.
+func auditQuery(db *gorm.DB, f audit.Filter) *gorm.DB {
+	q := db.Model(&auditRow{})
 	if f.ConnectionID != "" {
 		q = q.Where("connection_id = ?", f.ConnectionID)
 	}
@@ -51,19 +66,9 @@ func (s *Store) ListAuditEvents(ctx context.Context, f audit.Filter) ([]audit.Ev
 		q = q.Where("at >= ?", micros(*f.Since))
 	}
 	if a := f.After; a != nil {
-		at := micros(a.CreatedAt)
-		q = q.Where("(at < ? OR (at = ? AND id < ?))", at, at, a.ID)
+		q = q.Where("(at, id) < (?, ?)", micros(a.CreatedAt), a.ID)
 	}
-	var rows []auditRow
-	if err := q.Order("at DESC, id DESC").Limit(f.Limit).Find(&rows).Error; err != nil {
-		return nil, s.wrap("list audit events", err)
-	}
-	out := make([]audit.Event, len(rows))
-	for i, r := range rows {
-		out[i] = audit.Event{ID: r.ID, At: time.UnixMicro(r.At).UTC(), Actor: r.Actor, Action: r.Action,
-			ConnectionID: r.ConnectionID, ClientIP: r.ClientIP, RequestID: r.RequestID, Detail: r.Detail}
-	}
-	return out, nil
+	return q.Order("at DESC, id DESC").Limit(f.Limit)
 }
 
 // PruneAuditEvents implements audit.Store.

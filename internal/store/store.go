@@ -420,6 +420,9 @@ func (s *Store) Get(ctx context.Context, id string) (connection.Connection, erro
 	return fromRow(row), nil
 }
 
+// getQuery reads a connection by id.
+const getQuery = "SELECT " + connectionColumns + " FROM connections WHERE id = ?"
+
 // connectionColumns are connectionRow's columns in scanConnection's order.
 const connectionColumns = `id, server_url, end_user_id, status, mattermost_user_id, mattermost_username, mattermost_email,
 	mattermost_is_bot, server_version, token_hint, sealed_token, generation, created_at, updated_at, last_verified_at, revoked_at,
@@ -448,7 +451,7 @@ func (r *connectionRow) values() []any {
 
 // prepare readies the hand-written statements on the reader pool.
 func (s *Store) prepare(ctx context.Context) error {
-	get, err := s.rsqlDB.PrepareContext(ctx, s.rebind("SELECT "+connectionColumns+" FROM connections WHERE id = ?"))
+	get, err := s.rsqlDB.PrepareContext(ctx, s.rebind(getQuery))
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}
@@ -548,27 +551,7 @@ func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string
 func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection.Connection, error) {
 	ctx, cancel := s.op(ctx, "store.List")
 	defer cancel()
-	var where []string
-	var args []any
-	if f.EndUserID != nil {
-		where, args = append(where, "end_user_id = ?"), append(args, *f.EndUserID)
-	}
-	if f.Status != nil {
-		where, args = append(where, "status = ?"), append(args, string(*f.Status))
-	}
-	if f.Live {
-		where = append(where, "status <> 'revoked'")
-	}
-	if a := f.After; a != nil {
-		at := micros(a.CreatedAt)
-		where, args = append(where, "(created_at < ? OR (created_at = ? AND id < ?))"), append(args, at, at, a.ID)
-	}
-	q := "SELECT " + connectionColumns + " FROM connections"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY created_at DESC, id DESC LIMIT ?"
-	args = append(args, f.Limit)
+	q, args := listQuery(f)
 	stmt, err := s.readStmt(ctx, s.rebind(q))
 	if err != nil {
 		return nil, s.wrap("list connections", err)
@@ -590,6 +573,34 @@ func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection
 		return nil, s.wrap("list connections", err)
 	}
 	return out, nil
+}
+
+// listQuery is the listing query for f, written for its index: the keyset
+// position is a row-value comparison, which SQLite and PostgreSQL both
+// turn into a range of connections_created (or of
+// connections_end_user_created), so a page deep in the keyset reads its
+// own rows only. (The equivalent OR of two comparisons made SQLite walk
+// the index from its start.)
+func listQuery(f connection.ListFilter) (string, []any) {
+	var where []string
+	var args []any
+	if f.EndUserID != nil {
+		where, args = append(where, "end_user_id = ?"), append(args, *f.EndUserID)
+	}
+	if f.Status != nil {
+		where, args = append(where, "status = ?"), append(args, string(*f.Status))
+	}
+	if f.Live {
+		where = append(where, "status <> 'revoked'")
+	}
+	if a := f.After; a != nil {
+		where, args = append(where, "(created_at, id) < (?, ?)"), append(args, micros(a.CreatedAt), a.ID)
+	}
+	q := "SELECT " + connectionColumns + " FROM connections"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	return q + " ORDER BY created_at DESC, id DESC LIMIT ?", append(args, f.Limit)
 }
 
 // readStmt is q prepared once on the reader pool and kept for the store's

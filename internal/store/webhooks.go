@@ -112,16 +112,8 @@ func (s *Store) GetDelivery(ctx context.Context, id string) (webhook.Delivery, e
 func (s *Store) ListDeliveries(ctx context.Context, f webhook.ListFilter) ([]webhook.Delivery, error) {
 	ctx, cancel := s.op(ctx, "store.ListDeliveries")
 	defer cancel()
-	q := s.rdb.WithContext(ctx).Model(&eventRow{})
-	if f.Status != nil {
-		q = q.Where("status = ?", string(*f.Status))
-	}
-	if a := f.After; a != nil {
-		at := micros(a.CreatedAt)
-		q = q.Where("(created_at < ? OR (created_at = ? AND id < ?))", at, at, a.ID)
-	}
 	var rows []eventRow
-	if err := q.Order("created_at DESC, id DESC").Limit(f.Limit).Find(&rows).Error; err != nil {
+	if err := deliveriesQuery(s.rdb.WithContext(ctx), f).Find(&rows).Error; err != nil {
 		return nil, s.wrap("list webhook deliveries", err)
 	}
 	out := make([]webhook.Delivery, 0, len(rows))
@@ -133,6 +125,20 @@ func (s *Store) ListDeliveries(ctx context.Context, f webhook.ListFilter) ([]web
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// deliveriesQuery is the deliveries listing for f on db; its keyset
+// position is a row-value comparison, so the index range starts at the
+// page.
+func deliveriesQuery(db *gorm.DB, f webhook.ListFilter) *gorm.DB {
+	q := db.Model(&eventRow{})
+	if f.Status != nil {
+		q = q.Where("status = ?", string(*f.Status))
+	}
+	if a := f.After; a != nil {
+		q = q.Where("(created_at, id) < (?, ?)", micros(a.CreatedAt), a.ID)
+	}
+	return q.Order("created_at DESC, id DESC").Limit(f.Limit)
 }
 
 // Requeue implements webhook.Store.
