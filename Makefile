@@ -51,12 +51,19 @@ load: build
 
 # Go benchmarks of the hot paths, then a load run over real HTTP against
 # the built binary and a TLS stand-in Mattermost beside a bare Echo handler
-# (the ceiling). BENCH_SEED=1000000 gives the scale figures.
-BENCH_SEED     ?= 1000
+# (the ceiling). BENCH_SEEDS=1000,1000000 measures both sizes in one run
+# and compares them; BENCH_POSTGRES=<url> measures on PostgreSQL instead of
+# SQLite (in a schema of its own, dropped after). bench-http skips the Go
+# benchmarks.
+BENCH_SEEDS    ?= 1000
 BENCH_DURATION ?= 10s
+BENCH_POSTGRES ?=
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/... ./api
-	$(GO) run ./cmd/mmconnect-bench -bin ./$(BIN) -seed $(BENCH_SEED) -duration $(BENCH_DURATION)
+	$(MAKE) --no-print-directory bench-http
+
+bench-http: build
+	$(GO) run ./cmd/mmconnect-bench -bin ./$(BIN) -seeds $(BENCH_SEEDS) -duration $(BENCH_DURATION) -postgres "$(BENCH_POSTGRES)"
 
 clean:
 	rm -f $(BIN)

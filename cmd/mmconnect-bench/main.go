@@ -4,11 +4,13 @@
 // (the ceiling), and reports req/s and p50/p99 for get, list and create,
 // the server's peak RSS and the upstream TLS handshakes.
 //
-//	mmconnect-bench -bin ./mmconnect [-seed 1000000] [-duration 10s]
+//	mmconnect-bench -bin ./mmconnect [-seeds 1000,1000000] [-duration 10s] [-postgres URL]
 //
-// With -seed N it first fills the database with N connections, written
-// straight into SQLite in large transactions, so scale figures take
-// seconds to set up rather than hours.
+// Each size in -seeds is a round: the database is filled with that many
+// connections (written straight into SQLite in large transactions, or
+// with COPY into PostgreSQL, so a million takes seconds rather than
+// hours), the binary is started on it and everything is measured; with
+// several sizes, the last is compared with the first, in the same run.
 package main
 
 import (
@@ -17,22 +19,28 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 	_ "github.com/mattn/go-sqlite3"
 
+	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
 	"github.com/mmconnect/mmconnect/internal/process"
 	"github.com/mmconnect/mmconnect/internal/secret"
@@ -40,11 +48,21 @@ import (
 
 func main() {
 	bin := flag.String("bin", "./mmconnect", "the mmconnect binary")
-	seed := flag.Int("seed", 1000, "connections stored before measuring")
+	seeds := flag.String("seeds", "1000", "comma-separated: connections stored before each round of measurements (e.g. 1000,1000000)")
 	duration := flag.Duration("duration", 10*time.Second, "how long each measurement runs")
-	readers := flag.Int("clients", 32, "concurrent clients")
+	clients := flag.Int("clients", 32, "concurrent clients")
+	postgres := flag.String("postgres", "", "measure on PostgreSQL at this URL (a schema of its own is made and dropped) instead of SQLite")
 	flag.Parse()
-	if err := run(*bin, *seed, *readers, *duration); err != nil {
+	var sizes []int
+	for _, f := range strings.Split(*seeds, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: -seeds: %q is not a positive number\n", f)
+			os.Exit(2)
+		}
+		sizes = append(sizes, n)
+	}
+	if err := run(*bin, sizes, *clients, *duration, *postgres); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -57,6 +75,8 @@ type result struct {
 	elapsed  time.Duration
 	p50, p99 time.Duration
 }
+
+func (r result) rps() float64 { return float64(r.n) / r.elapsed.Seconds() }
 
 // load runs clients that call do in a loop for d and times each call.
 func load(name string, clients int, d time.Duration, do func(client, i int) error) result {
@@ -94,7 +114,28 @@ func load(name string, clients int, d time.Duration, do func(client, i int) erro
 	return r
 }
 
-func run(bin string, seed, clients int, d time.Duration) error {
+// bench is what every round shares: the stand-in Mattermost with its
+// accounts, the keys, the client and the ceiling.
+type bench struct {
+	bin      string
+	clients  int
+	d        time.Duration
+	postgres string
+	mm       *mattermosttest.Server
+	caFile   string
+	apiKey   string
+	encKey   string
+	client   *http.Client
+	bareURL  string
+	created  atomic.Int64
+}
+
+// creators is how many stand-in accounts the creates cycle through.
+const creators = 1 << 16
+
+func token(i int) string { return fmt.Sprintf("b%09d%s", i, strings.Repeat("a", 16)) }
+
+func run(bin string, sizes []int, clients int, d time.Duration, postgres string) error {
 	mm := mattermosttest.Start()
 	defer mm.Close()
 	dir, err := os.MkdirTemp("", "mmconnect-bench-")
@@ -102,88 +143,135 @@ func run(bin string, seed, clients int, d time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := mm.WriteCAFile(caFile); err != nil {
+	b := &bench{bin: bin, clients: clients, d: d, postgres: postgres, mm: mm, caFile: filepath.Join(dir, "ca.pem"),
+		apiKey: secret.NewAPIKey(), encKey: secret.NewEncryptionKey(),
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2, MaxIdleConns: clients * 2}}}
+	if err := mm.WriteCAFile(b.caFile); err != nil {
 		return err
 	}
-	const creators = 1 << 16
-	token := func(i int) string { return fmt.Sprintf("b%09d%s", i, strings.Repeat("a", 16)) }
 	for i := range creators {
 		mm.AddToken(token(i), mattermosttest.User{ID: fmt.Sprintf("u%09d%s", i, strings.Repeat("b", 16)), Username: fmt.Sprintf("user%d", i)})
 	}
-	apiKey := secret.NewAPIKey()
-	encKey := secret.NewEncryptionKey()
-	dbPath := filepath.Join(dir, "data", "mmconnect.db")
-	env := append(os.Environ(),
-		"MMCONNECT_ADDR=127.0.0.1:0",
-		"MMCONNECT_DATA_DIR="+filepath.Join(dir, "data"),
-		"MMCONNECT_API_KEYS=bench:"+apiKey,
-		"MMCONNECT_ENCRYPTION_KEY="+encKey,
-		"MMCONNECT_UPSTREAM_CA_FILE="+caFile,
-		"MMCONNECT_ALLOWED_NETWORKS=127.0.0.0/8",
-		"MMCONNECT_RATE_LIMITS=off",
-		"MMCONNECT_UPSTREAM_HOST_CONCURRENCY=64",
-		"MMCONNECT_REVERIFY_INTERVAL=0",
-		"MMCONNECT_MAX_CONNECTIONS_PER_END_USER=100000",
-	)
-	// Start once to create the schema, then seed while it is stopped.
-	srv, base, err := process.Start(bin, env)
-	if err != nil {
-		return err
-	}
-	process.Stop(srv)
-	t0 := time.Now()
-	firstID, err := seedDB(dbPath, encKey, seed)
-	if err != nil {
-		return fmt.Errorf("seed: %w", err)
-	}
-	fmt.Printf("seeded %d connections in %s\n", seed, time.Since(t0).Round(time.Millisecond))
-	t0 = time.Now()
-	srv, base, err = process.Start(bin, env)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("start to listening with %d connections: %s\n", seed, time.Since(t0).Round(time.Millisecond))
-	defer process.Stop(srv)
-
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2, MaxIdleConns: clients * 2}}
-	get := func(url string, want int) error {
-		req, _ := http.NewRequest("GET", url, nil)
-		req.Header.Set("Authorization", "Bearer "+apiKey)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			return fmt.Errorf("%s: %d", url, resp.StatusCode)
-		}
-		return nil
-	}
-
 	// The ceiling: a bare Echo handler answering a connection-shaped object.
 	bare, bareURL, err := bareEcho()
 	if err != nil {
 		return err
 	}
 	defer bare.Close()
+	b.bareURL = bareURL
 
-	results := []result{
-		load("bare Echo handler", clients, d, func(int, int) error { return get(bareURL, 200) }),
-		load("GET /connections/{id}", clients, d, func(int, int) error { return get(base+"/connections/"+firstID, 200) }),
-		load("GET /connections?limit=50", clients, d, func(int, int) error { return get(base+"/connections?limit=50", 200) }),
+	database := "SQLite (synchronous=FULL)"
+	if postgres != "" {
+		database = "PostgreSQL on this machine"
 	}
-	handshakes := mm.Connections()
-	batchesBefore := scrape(client, base, apiKey)
-	var created atomic.Int64
-	results = append(results, load("POST /connections", clients, d, func(c, i int) error {
-		n := int(created.Add(1))
-		body, _ := json.Marshal(map[string]any{"server_url": mm.URL, "token": token(n % creators), "end_user_id": fmt.Sprintf("bench-%d-%d", c, i)})
+	fmt.Printf("%s, %d clients, %s per measurement\n", database, clients, d)
+	var rounds []round
+	for _, n := range sizes {
+		r, err := b.round(filepath.Join(dir, fmt.Sprintf("r%d", n)), n)
+		if err != nil {
+			return err
+		}
+		rounds = append(rounds, r)
+	}
+	if len(rounds) > 1 {
+		compare(rounds[0], rounds[len(rounds)-1])
+	}
+	return nil
+}
+
+// round is one database size's figures.
+type round struct {
+	n       int
+	results map[string]result
+}
+
+const (
+	nameBare     = "bare Echo handler"
+	nameGet      = "GET /connections/{id}"
+	nameGetAny   = "GET /connections/{id}, random ids"
+	nameList     = "GET /connections?limit=50"
+	nameListDeep = "GET …?limit=50&cursor=(middle)"
+	nameCreate   = "POST /connections"
+)
+
+// round seeds a database of n connections, starts the binary on it and
+// measures everything beside the bare handler.
+func (b *bench) round(dir string, n int) (round, error) {
+	env := append(os.Environ(),
+		"MMCONNECT_ADDR=127.0.0.1:0",
+		"MMCONNECT_DATA_DIR="+filepath.Join(dir, "data"),
+		"MMCONNECT_API_KEYS=bench:"+b.apiKey,
+		"MMCONNECT_ENCRYPTION_KEY="+b.encKey,
+		"MMCONNECT_UPSTREAM_CA_FILE="+b.caFile,
+		"MMCONNECT_ALLOWED_NETWORKS=127.0.0.0/8",
+		"MMCONNECT_RATE_LIMITS=off",
+		"MMCONNECT_UPSTREAM_HOST_CONCURRENCY=64",
+		"MMCONNECT_REVERIFY_INTERVAL=0",
+		"MMCONNECT_MAX_CONNECTIONS_PER_END_USER=100000",
+	)
+	var seed func() (seeded, error)
+	if b.postgres != "" {
+		url, drop, err := freshSchema(b.postgres)
+		if err != nil {
+			return round{}, err
+		}
+		defer drop()
+		env = append(env, "MMCONNECT_DATABASE_URL="+url)
+		seed = func() (seeded, error) { return seedPostgres(url, b.encKey, n) }
+	} else {
+		seed = func() (seeded, error) { return seedSQLite(filepath.Join(dir, "data", "mmconnect.db"), b.encKey, n) }
+	}
+	// Start once to create the schema, then seed while it is stopped.
+	srv, _, err := process.Start(b.bin, env)
+	if err != nil {
+		return round{}, err
+	}
+	process.Stop(srv)
+	t0 := time.Now()
+	rows, err := seed()
+	if err != nil {
+		return round{}, fmt.Errorf("seed: %w", err)
+	}
+	fmt.Printf("\n%d connections stored (seeded in %s)\n", n, time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
+	srv, base, err := process.Start(b.bin, env)
+	if err != nil {
+		return round{}, err
+	}
+	fmt.Printf("start to listening: %s\n", time.Since(t0).Round(time.Millisecond))
+	defer process.Stop(srv)
+
+	get := func(url string) error {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Authorization", "Bearer "+b.apiKey)
+		resp, err := b.client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s: %d", url, resp.StatusCode)
+		}
+		return nil
+	}
+	deep := base + "/connections?limit=50&cursor=" + rows.cursor(n/2)
+	results := []result{
+		load(nameBare, b.clients, b.d, func(int, int) error { return get(b.bareURL) }),
+		load(nameGet, b.clients, b.d, func(int, int) error { return get(base + "/connections/" + rows.id(0)) }),
+		load(nameGetAny, b.clients, b.d, func(int, int) error { return get(base + "/connections/" + rows.id(rand.IntN(n))) }),
+		load(nameList, b.clients, b.d, func(int, int) error { return get(base + "/connections?limit=50") }),
+		load(nameListDeep, b.clients, b.d, func(int, int) error { return get(deep) }),
+	}
+	handshakes := b.mm.Connections()
+	batchesBefore := scrape(b.client, base, b.apiKey)
+	results = append(results, load(nameCreate, b.clients, b.d, func(c, i int) error {
+		k := int(b.created.Add(1))
+		body, _ := json.Marshal(map[string]any{"server_url": b.mm.URL, "token": token(k % creators), "end_user_id": fmt.Sprintf("bench-%d", k)})
 		req, _ := http.NewRequest("POST", base+"/connections", bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+apiKey)
+		req.Header.Set("Authorization", "Bearer "+b.apiKey)
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
+		resp, err := b.client.Do(req)
 		if err != nil {
 			return err
 		}
@@ -194,25 +282,41 @@ func run(bin string, seed, clients int, d time.Duration) error {
 		}
 		return nil
 	}))
-	handshakes = mm.Connections() - handshakes
-	batchesAfter := scrape(client, base, apiKey)
+	handshakes = b.mm.Connections() - handshakes
+	batchesAfter := scrape(b.client, base, b.apiKey)
 
-	ceiling := float64(results[0].n) / results[0].elapsed.Seconds()
-	fmt.Printf("\n%d clients, %s each, %d connections stored\n", clients, d, seed)
-	fmt.Printf("%-28s %9s %8s %10s %10s %6s\n", "", "req/s", "× bare", "p50", "p99", "errors")
+	ceiling := results[0].rps()
+	fmt.Printf("%-34s %9s %8s %10s %10s %6s\n", "", "req/s", "× bare", "p50", "p99", "errors")
+	out := round{n: n, results: map[string]result{}}
 	for _, r := range results {
-		rps := float64(r.n) / r.elapsed.Seconds()
-		fmt.Printf("%-28s %9.0f %8.2f %10s %10s %6d\n", r.name, rps, rps/ceiling, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errs)
+		fmt.Printf("%-34s %9.0f %8.2f %10s %10s %6d\n", r.name, r.rps(), r.rps()/ceiling, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errs)
+		out.results[r.name] = r
 	}
 	fmt.Printf("upstream TLS handshakes during the creates: %d\n", handshakes)
-	if b := batchesAfter["mmconnect_db_write_batches_total"] - batchesBefore["mmconnect_db_write_batches_total"]; b > 0 {
+	if bt := batchesAfter["mmconnect_db_write_batches_total"] - batchesBefore["mmconnect_db_write_batches_total"]; bt > 0 {
 		w := batchesAfter["mmconnect_db_batched_writes_total"] - batchesBefore["mmconnect_db_batched_writes_total"]
 		busy := batchesAfter["mmconnect_db_write_batch_busy_seconds_total"] - batchesBefore["mmconnect_db_write_batch_busy_seconds_total"]
 		fmt.Printf("SQLite group commit during the creates: %.0f batches, %.1f writes each, writer busy %.0f%% of the run\n",
-			b, w/b, 100*busy/results[len(results)-1].elapsed.Seconds())
+			bt, w/bt, 100*busy/results[len(results)-1].elapsed.Seconds())
 	}
 	fmt.Printf("server peak RSS: %.1f MiB\n", float64(process.PeakRSS(srv.Process.Pid))/(1<<20))
-	return nil
+	return out, nil
+}
+
+// compare prints the figures of the largest database against the
+// smallest's, measured in the same run.
+func compare(small, large round) {
+	fmt.Printf("\n%d against %d connections, same run:\n", large.n, small.n)
+	for _, name := range []string{nameGet, nameGetAny, nameList, nameListDeep} {
+		s, l := small.results[name], large.results[name]
+		fmt.Printf("  %-34s p50 %s against %s: %.2f×\n", name, l.p50.Round(time.Microsecond), s.p50.Round(time.Microsecond),
+			float64(l.p50)/float64(max(s.p50, 1)))
+	}
+	s, l := small.results[nameCreate], large.results[nameCreate]
+	fmt.Printf("  %-34s %.0f/s against %.0f/s: throughput %.2f× (p99 %s against %s)\n", nameCreate, l.rps(), s.rps(),
+		l.rps()/max(s.rps(), 1), l.p99.Round(time.Microsecond), s.p99.Round(time.Microsecond))
+	sb, lb := small.results[nameBare], large.results[nameBare]
+	fmt.Printf("  (the bare handler itself: %.0f/s against %.0f/s, the machine's drift between the rounds)\n", lb.rps(), sb.rps())
 }
 
 // scrape reads the server's unlabelled counters from /metrics.
@@ -236,60 +340,162 @@ func scrape(client *http.Client, base, apiKey string) map[string]float64 {
 	return out
 }
 
-// seedDB writes n active connections straight into the SQLite file, their
-// tokens sealed like the server's, in transactions of 10,000 rows. It
-// returns the id of one of them.
-func seedDB(path, encKey string, n int) (string, error) {
+// seeded describes the rows a seed wrote: row i has id(i) and was created
+// at base+i microseconds.
+type seeded struct {
+	n    int
+	base int64
+}
+
+func (s seeded) id(i int) string { return fmt.Sprintf("conn_%026d", i) }
+
+// cursor is the listing cursor positioned at row i.
+func (s seeded) cursor(i int) string {
+	return connection.EncodeCursor(connection.Position{CreatedAt: time.UnixMicro(s.base + int64(i)).UTC(), ID: s.id(i)})
+}
+
+// seedColumns are the columns a seed writes, in seedRow's order.
+var seedColumns = []string{"id", "server_url", "end_user_id", "status", "mattermost_user_id", "mattermost_username",
+	"mattermost_email", "server_version", "token_hint", "sealed_token", "generation", "created_at", "updated_at",
+	"last_verified_at", "last_checked_at", "next_check_at"}
+
+// seeder seals row tokens as the server does, under the server's key.
+type seeder struct {
+	seeded
+	sealer *secret.Sealer
+	keyID  string
+}
+
+func newSeeder(encKey string, n int) (*seeder, error) {
 	key, err := secret.ParseKey(encKey)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	sealer, err := secret.NewSealer(key)
 	if err != nil {
-		return "", err
+		return nil, err
+	}
+	return &seeder{seeded: seeded{n: n, base: time.Now().UnixMicro() - int64(n)}, sealer: sealer, keyID: secret.KeyID(key)}, nil
+}
+
+// row is row i's values in seedColumns' order: an active connection.
+func (s *seeder) row(i int) ([]any, error) {
+	id := s.id(i)
+	sealed, err := s.sealer.Seal([]byte(fmt.Sprintf("s%025d", i)), []byte(id))
+	if err != nil {
+		return nil, err
+	}
+	at := s.base + int64(i)
+	return []any{id, "https://seed.example.com", fmt.Sprintf("seed-end-%d", i), "active", fmt.Sprintf("s%025d", i), "seed",
+		"seed@example.com", "11.4.0", "aaaa", string(sealed), 1, at, at, at, at, at}, nil
+}
+
+// seedSQLite writes n active connections straight into the SQLite file,
+// in transactions of 10,000 rows.
+func seedSQLite(path, encKey string, n int) (seeded, error) {
+	s, err := newSeeder(encKey, n)
+	if err != nil {
+		return seeded{}, err
 	}
 	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_synchronous=OFF&_busy_timeout=5000")
 	if err != nil {
-		return "", err
+		return seeded{}, err
 	}
 	defer db.Close()
-	now := time.Now().UnixMicro()
-	first := ""
+	insert := "INSERT INTO connections (" + strings.Join(seedColumns, ", ") + ") VALUES (?" + strings.Repeat(", ?", len(seedColumns)-1) + ")"
 	for done := 0; done < n; {
 		tx, err := db.Begin()
 		if err != nil {
-			return "", err
+			return seeded{}, err
 		}
-		stmt, err := tx.Prepare(`INSERT INTO connections (id, server_url, end_user_id, status, mattermost_user_id, mattermost_username,
-			mattermost_email, server_version, token_hint, sealed_token, generation, created_at, updated_at, last_verified_at,
-			last_checked_at, next_check_at) VALUES (?, 'https://seed.example.com', ?, 'active', ?, 'seed', 'seed@example.com', '11.4.0', 'aaaa', ?, 1, ?, ?, ?, ?, ?)`)
+		stmt, err := tx.Prepare(insert)
 		if err != nil {
-			return "", err
+			return seeded{}, err
 		}
 		for end := min(done+10000, n); done < end; done++ {
-			id := fmt.Sprintf("conn_%026d", done)
-			if first == "" {
-				first = id
-			}
-			sealed, err := sealer.Seal([]byte(fmt.Sprintf("s%025d", done)), []byte(id))
+			row, err := s.row(done)
 			if err != nil {
-				return "", err
+				return seeded{}, err
 			}
-			at := now - int64(n-done)
-			if _, err := stmt.Exec(id, fmt.Sprintf("seed-end-%d", done), fmt.Sprintf("s%025d", done), string(sealed), at, at, at, at, at); err != nil {
-				return "", err
+			if _, err := stmt.Exec(row...); err != nil {
+				return seeded{}, err
 			}
 		}
 		stmt.Close()
 		if err := tx.Commit(); err != nil {
-			return "", err
+			return seeded{}, err
 		}
 	}
-	if _, err := db.Exec("INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING", secret.KeyID(key)); err != nil {
-		return "", err
+	if _, err := db.Exec("INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING", s.keyID); err != nil {
+		return seeded{}, err
 	}
 	_, err = db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
-	return first, err
+	return s.seeded, err
+}
+
+// seedPostgres writes n active connections with COPY, then analyzes the
+// table as autovacuum would.
+func seedPostgres(url, encKey string, n int) (seeded, error) {
+	s, err := newSeeder(encKey, n)
+	if err != nil {
+		return seeded{}, err
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return seeded{}, err
+	}
+	defer conn.Close(ctx)
+	i := 0
+	var rowErr error
+	_, err = conn.CopyFrom(ctx, pgx.Identifier{"connections"}, seedColumns, pgx.CopyFromFunc(func() ([]any, error) {
+		if i == n {
+			return nil, nil
+		}
+		row, err := s.row(i)
+		i++
+		if err != nil {
+			rowErr = err
+		}
+		return row, err
+	}))
+	if err != nil {
+		return seeded{}, errors.Join(err, rowErr)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO sealing_keys (key_id) VALUES ($1) ON CONFLICT (key_id) DO NOTHING", s.keyID); err != nil {
+		return seeded{}, err
+	}
+	_, err = conn.Exec(ctx, "ANALYZE connections")
+	return s.seeded, err
+}
+
+// freshSchema makes a schema of its own in the PostgreSQL at base and
+// returns a URL that uses it, and a function that drops it.
+func freshSchema(base string) (string, func(), error) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return "", nil, fmt.Errorf("-postgres: %w", err)
+	}
+	schema := fmt.Sprintf("mmc_bench_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		conn.Close(ctx)
+		return "", nil, err
+	}
+	conn.Close(ctx)
+	u, err := neturl.Parse(base)
+	if err != nil {
+		return "", nil, err
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), func() {
+		if conn, err := pgx.Connect(ctx, base); err == nil {
+			conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+			conn.Close(ctx)
+		}
+	}, nil
 }
 
 // bareEcho serves one connection-shaped JSON object with Echo.
