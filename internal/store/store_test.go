@@ -204,17 +204,49 @@ func TestSQLiteGroupCommit(t *testing.T) {
 	}
 }
 
-// Every connection keeps temporary files (the savepoints' statement
-// journals of the group commit) in memory.
-func TestSQLiteTempStoreInMemory(t *testing.T) {
+// The writer keeps temporary files (the savepoints' statement journals of
+// the group commit) in memory; readers keep theirs on disk (default).
+func TestSQLiteTempStore(t *testing.T) {
 	s := openTestSQLite(t)
-	for name, db := range map[string]*sql.DB{"writer": s.SQLDB(), "reader": s.ReadDB()} {
+	for name, want := range map[string]int{"writer": 2, "reader": 0} {
+		db := s.SQLDB()
+		if name == "reader" {
+			db = s.ReadDB()
+		}
 		var mode int
 		if err := db.QueryRow("PRAGMA temp_store").Scan(&mode); err != nil {
 			t.Fatal(err)
 		}
-		if mode != 2 {
-			t.Errorf("%s: temp_store = %d, want 2 (memory)", name, mode)
+		if mode != want {
+			t.Errorf("%s: temp_store = %d, want %d", name, mode, want)
 		}
+	}
+}
+
+// The gauge's counts, on both databases: one per status, zero included.
+func TestCountByStatus(t *testing.T) {
+	for name, open := range map[string]func(t *testing.T) *Store{
+		"sqlite":   func(t *testing.T) *Store { return openTestSQLite(t) },
+		"postgres": func(t *testing.T) *Store { return openTestPostgres(t, storetest.PostgresURL(t)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			ctx := context.Background()
+			for i, st := range []connection.Status{connection.StatusActive, connection.StatusActive, connection.StatusInvalid} {
+				c := connection.Connection{ID: fmt.Sprintf("conn_count%d", i), ServerURL: "https://a.example", Status: st,
+					MattermostUser: connection.MattermostUser{ID: fmt.Sprintf("u%d", i)}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
+				if err := s.Create(ctx, c, connection.Change{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := s.CountByStatus(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]int64{"active": 2, "invalid": 1, "revoked": 0}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("CountByStatus = %v, want %v", got, want)
+			}
+		})
 	}
 }
