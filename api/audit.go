@@ -22,11 +22,16 @@ func (s *Server) audit(c echo.Context, action, connectionID, detail string) {
 	if s.deps.Audit == nil {
 		return
 	}
-	err := s.deps.Audit.Record(context.WithoutCancel(c.Request().Context()), audit.Event{
-		Actor: actorOf(c), Action: action, ConnectionID: connectionID, ClientIP: c.RealIP(), RequestID: requestID(c), Detail: detail})
-	if err != nil {
+	e := s.auditWho(c)
+	e.Action, e.ConnectionID, e.Detail = action, connectionID, detail
+	if err := s.deps.Audit.Record(context.WithoutCancel(c.Request().Context()), *e); err != nil {
 		s.deps.Logger.Error("record audit event", "request_id", requestID(c), "action", action, "err", err)
 	}
+}
+
+// auditWho is who made the request, for the audit trail.
+func (s *Server) auditWho(c echo.Context) *audit.Event {
+	return &audit.Event{Actor: actorOf(c), ClientIP: c.RealIP(), RequestID: requestID(c)}
 }
 
 type auditEventResponse struct {

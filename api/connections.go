@@ -155,18 +155,19 @@ func (s *Server) createConnection(c echo.Context) error {
 		return err
 	}
 	req.EndUserID = endUser
-	conn, created, err := s.deps.Connections.Connect(c.Request().Context(), connection.ConnectInput{
-		ServerURL: req.ServerURL, Token: req.Token, EndUserID: req.EndUserID,
-	})
+	in := connection.ConnectInput{ServerURL: req.ServerURL, Token: req.Token, EndUserID: req.EndUserID}
+	if s.deps.Audit != nil {
+		in.Audit = s.auditWho(c) // recorded with the connection, in its transaction
+	}
+	conn, created, err := s.deps.Connections.Connect(c.Request().Context(), in)
 	if err != nil {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderLocation, connectionLocation(conn.ID))
-	status, action := http.StatusOK, audit.ConnectionReconnect
+	status := http.StatusOK
 	if created {
-		status, action = http.StatusCreated, audit.ConnectionCreated
+		status = http.StatusCreated
 	}
-	s.audit(c, action, conn.ID, string(conn.Status))
 	return respond(c, status, toConnectionResponse(conn))
 }
 

@@ -12,8 +12,8 @@ import (
 
 // Actions recorded.
 const (
-	ConnectionCreated    = "connection.create"
-	ConnectionReconnect  = "connection.reconnect"
+	ConnectionCreated    = connection.AuditConnectionCreated
+	ConnectionReconnect  = connection.AuditConnectionReconnect
 	ConnectionVerify     = "connection.verify"
 	ConnectionCredential = "connection.credentials"
 	ConnectionRevoke     = "connection.revoke"
@@ -22,19 +22,9 @@ const (
 	ConnectionProxy      = "connection.proxy"
 )
 
-// Event is one recorded action. Actor is an API key's name or
-// "session:<end user>"; Detail is a short outcome (a status), never a
-// secret.
-type Event struct {
-	ID           string
-	At           time.Time
-	Actor        string
-	Action       string
-	ConnectionID string
-	ClientIP     string
-	RequestID    string
-	Detail       string
-}
+// Event is one recorded action (defined by the connection domain, whose
+// connects record theirs in the transaction of the connection).
+type Event = connection.AuditEvent
 
 // Filter narrows a listing; empty fields do not filter.
 type Filter struct {
@@ -71,7 +61,7 @@ func NewService(store Store, retention time.Duration, now func() time.Time) *Ser
 
 // Record adds an event, now. Errors: the store's.
 func (s *Service) Record(ctx context.Context, e Event) error {
-	e.ID = connection.RandomID("aud_")
+	e.ID = connection.RandomID(connection.AuditIDPrefix)
 	e.At = connection.Truncate(s.now())
 	return s.store.AddAuditEvent(ctx, e)
 }

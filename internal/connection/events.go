@@ -44,6 +44,9 @@ type Change struct {
 	// store's small table of key ids in use, so a start can check that
 	// every one is configured without reading every row.
 	SealingKey string
+	// Audit, when set, is written to the audit trail in the same
+	// transaction: the trail holds an action exactly when it happened.
+	Audit *AuditEvent
 }
 
 // PendingRevocation is a token still to be revoked in Mattermost after the

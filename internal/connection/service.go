@@ -166,11 +166,14 @@ func (s *Service) nextCheck(now time.Time) time.Time {
 	return now.Add(iv + rand.N(iv/10+1)).Truncate(time.Microsecond)
 }
 
-// ConnectInput is what a user submits to connect.
+// ConnectInput is what a user submits to connect. Audit, when set, says
+// who asked (Actor, ClientIP, RequestID): the connect is then recorded in
+// the audit trail in the same transaction as the connection.
 type ConnectInput struct {
 	ServerURL string
 	Token     string
 	EndUserID *string
+	Audit     *AuditEvent
 }
 
 // Connect checks the input's shape, proves the token against the server and
@@ -204,7 +207,7 @@ func (s *Service) Connect(ctx context.Context, in ConnectInput) (c Connection, c
 				return Connection{}, false, err
 			}
 			c.Generation = existing.Generation + 1
-			err = s.save(ctx, &existing, &c, Change{})
+			err = s.save(ctx, &existing, &c, Change{Audit: auditFor(in.Audit, c, false, now)})
 			if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
 				continue // revoked or re-tokened meanwhile: look again
 			}
@@ -220,7 +223,7 @@ func (s *Service) Connect(ctx context.Context, in ConnectInput) (c Connection, c
 			if err := s.applyToken(&c, token, tokenID, ident, now); err != nil {
 				return Connection{}, false, err
 			}
-			err = s.save(ctx, nil, &c, Change{MaxLivePerEndUser: s.maxPerEndUser})
+			err = s.save(ctx, nil, &c, Change{MaxLivePerEndUser: s.maxPerEndUser, Audit: auditFor(in.Audit, c, true, now)})
 			if errors.Is(err, ErrConflict) {
 				continue // an identical request won the race: reconnect to it
 			}

@@ -28,9 +28,12 @@ func (auditRow) TableName() string { return "audit_events" }
 func (s *Store) AddAuditEvent(ctx context.Context, e audit.Event) error {
 	ctx, cancel := s.op(ctx, "store.AddAuditEvent")
 	defer cancel()
-	return s.wrap("record audit event", s.tx(ctx, func(tx *gorm.DB) error {
-		return s.auditStmt.exec(tx, e.ID, micros(e.At), e.Actor, e.Action, e.ConnectionID, e.ClientIP, e.RequestID, e.Detail)
-	}))
+	return s.wrap("record audit event", s.tx(ctx, func(tx *gorm.DB) error { return s.insertAudit(tx, e) }))
+}
+
+// insertAudit writes e in the transaction tx.
+func (s *Store) insertAudit(tx *gorm.DB, e audit.Event) error {
+	return s.auditStmt.exec(tx, e.ID, micros(e.At), e.Actor, e.Action, e.ConnectionID, e.ClientIP, e.RequestID, e.Detail)
 }
 
 // ListAuditEvents implements audit.Store.

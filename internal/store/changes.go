@@ -103,6 +103,11 @@ func (s *Store) recordChange(tx *gorm.DB, connID string, firstSeq int64, ch conn
 			return err
 		}
 	}
+	if e := ch.Audit; e != nil {
+		if err := s.insertAudit(tx, *e); err != nil {
+			return err
+		}
+	}
 	if ch.SealingKey != "" {
 		if err := s.sealingKeyStmt.exec(tx, ch.SealingKey); err != nil {
 			return err
