@@ -44,10 +44,12 @@ type Store struct {
 	// The hottest writes, prepared once on the writer pool and run in a
 	// transaction with inTx.
 	insertStmt, liveCountStmt, auditStmt, sealingKeyStmt *writeStmt
-	sqlDB                                                *sql.DB
-	rsqlDB                                               *sql.DB
-	dialect                                              string
-	classify                                             func(error) error
+	// endUserLockStmt (PostgreSQL) serialises one end user's creates.
+	endUserLockStmt *writeStmt
+	sqlDB           *sql.DB
+	rsqlDB          *sql.DB
+	dialect         string
+	classify        func(error) error
 	// opTimeout bounds one operation from the client side, so a database
 	// that stops answering yields ErrUnavailable rather than a hang.
 	opTimeout time.Duration
@@ -154,7 +156,7 @@ func (s *Store) Close() error {
 		stmt.(*sql.Stmt).Close()
 		return true
 	})
-	for _, w := range []*writeStmt{s.insertStmt, s.liveCountStmt, s.auditStmt, s.sealingKeyStmt} {
+	for _, w := range []*writeStmt{s.insertStmt, s.liveCountStmt, s.auditStmt, s.sealingKeyStmt, s.endUserLockStmt} {
 		if w != nil {
 			w.stmt.Close()
 		}
@@ -386,7 +388,7 @@ func (s *Store) Create(ctx context.Context, c connection.Connection, ch connecti
 // that could race past the count.
 func (s *Store) checkCap(tx *gorm.DB, endUserID string, max int) error {
 	if s.dialect == "postgres" {
-		if err := tx.Exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 7))", endUserID).Error; err != nil {
+		if err := s.endUserLockStmt.exec(tx, endUserID); err != nil {
 			return err
 		}
 	}
@@ -481,6 +483,14 @@ func (s *Store) prepare(ctx context.Context) error {
 			return fmt.Errorf("prepare %q: %w", q, err)
 		}
 		*p.stmt = &writeStmt{stmt: stmt, query: q}
+	}
+	if s.dialect == "postgres" {
+		q := "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))"
+		stmt, err := s.sqlDB.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", q, err)
+		}
+		s.endUserLockStmt = &writeStmt{stmt: stmt, query: q}
 	}
 	return nil
 }
