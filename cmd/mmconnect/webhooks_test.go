@@ -151,17 +151,22 @@ func TestWebhookSurvivesKillAndRecheckRunsInBackground(t *testing.T) {
 		t.Fatalf("create = %d %v", status, c)
 	}
 	id := c["id"].(string)
-	// The receiver is down: once an attempt has failed, the event is
-	// pending for a retry. Kill the process then.
+	// The receiver is down: once a failed attempt is recorded, the event
+	// is pending for a retry. Kill the process then. (Killed between the
+	// receiver's refusal and the record, the event would stay leased to
+	// the dead process for 30 s, the lease's length.)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		rcv.mu.Lock()
 		refused := rcv.refused
 		rcv.mu.Unlock()
 		if refused > 0 {
-			break
+			_, page, _ := in.call("GET", "/webhooks/deliveries?status=pending", nil)
+			if data, _ := page["data"].([]any); len(data) == 1 && data[0].(map[string]any)["attempts"].(float64) >= 1 {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no delivery was attempted within 10s")
+			t.Fatal("no failed delivery attempt was recorded within 10s")
 		}
 	}
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
