@@ -227,63 +227,58 @@ func TestSQLiteTempStore(t *testing.T) {
 
 // The gauge's counts, on both databases: one per status, zero included.
 func TestCountByStatus(t *testing.T) {
-	for name, open := range map[string]func(t *testing.T) *Store{
-		"sqlite":   func(t *testing.T) *Store { return openTestSQLite(t) },
-		"postgres": func(t *testing.T) *Store { return openTestPostgres(t, storetest.PostgresURL(t)) },
-	} {
-		t.Run(name, func(t *testing.T) {
-			s := open(t)
-			ctx := context.Background()
-			for i, st := range []connection.Status{connection.StatusActive, connection.StatusActive, connection.StatusInvalid} {
-				c := connection.Connection{ID: fmt.Sprintf("conn_count%d", i), ServerURL: "https://a.example", Status: st,
-					MattermostUser: connection.MattermostUser{ID: fmt.Sprintf("u%d", i)}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
-				if err := s.Create(ctx, c, connection.Change{}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			got, err := s.CountByStatus(ctx)
-			if err != nil {
+	onBothDatabases(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		for i, st := range []connection.Status{connection.StatusActive, connection.StatusActive, connection.StatusInvalid} {
+			c := connection.Connection{ID: fmt.Sprintf("conn_count%d", i), ServerURL: "https://a.example", Status: st,
+				MattermostUser: connection.MattermostUser{ID: fmt.Sprintf("u%d", i)}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
+			if err := s.Create(ctx, c, connection.Change{}); err != nil {
 				t.Fatal(err)
 			}
-			want := map[string]int64{"active": 2, "invalid": 1, "revoked": 0}
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Fatalf("CountByStatus = %v, want %v", got, want)
-			}
-		})
-	}
+		}
+		got, err := s.CountByStatus(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]int64{"active": 2, "invalid": 1, "revoked": 0}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("CountByStatus = %v, want %v", got, want)
+		}
+	})
 }
 
 // A connect's audit event is written in the connection's transaction: with
 // it when the connection is stored, not at all when it is refused.
 func TestAuditEventInTheChangesTransaction(t *testing.T) {
-	for name, open := range map[string]func(t *testing.T) *Store{
-		"sqlite":   func(t *testing.T) *Store { return openTestSQLite(t) },
-		"postgres": func(t *testing.T) *Store { return openTestPostgres(t, storetest.PostgresURL(t)) },
-	} {
-		t.Run(name, func(t *testing.T) {
-			s := open(t)
-			ctx := context.Background()
-			c := connection.Connection{ID: "conn_audited", ServerURL: "https://a.example", Status: connection.StatusActive,
-				MattermostUser: connection.MattermostUser{ID: "u"}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
-			event := func(id string) *connection.AuditEvent {
-				return &connection.AuditEvent{ID: id, At: time.Now().UTC().Truncate(time.Microsecond), Actor: "app",
-					Action: connection.AuditConnectionCreated, ConnectionID: c.ID, Detail: "active"}
-			}
-			if err := s.Create(ctx, c, connection.Change{Audit: event("aud_first")}); err != nil {
-				t.Fatal(err)
-			}
-			dup := c
-			dup.ID = "conn_duplicate" // same live key: refused
-			if err := s.Create(ctx, dup, connection.Change{Audit: event("aud_refused")}); !errors.Is(err, connection.ErrConflict) {
-				t.Fatalf("duplicate create: %v", err)
-			}
-			got, err := s.ListAuditEvents(ctx, audit.Filter{Limit: 10})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != 1 || got[0].ID != "aud_first" || got[0].ConnectionID != c.ID {
-				t.Fatalf("audit events = %+v, want only aud_first", got)
-			}
-		})
-	}
+	onBothDatabases(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		c := connection.Connection{ID: "conn_audited", ServerURL: "https://a.example", Status: connection.StatusActive,
+			MattermostUser: connection.MattermostUser{ID: "u"}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
+		event := func(id string) *connection.AuditEvent {
+			return &connection.AuditEvent{ID: id, At: time.Now().UTC().Truncate(time.Microsecond), Actor: "app",
+				Action: connection.AuditConnectionCreated, ConnectionID: c.ID, Detail: "active"}
+		}
+		if err := s.Create(ctx, c, connection.Change{Audit: event("aud_first")}); err != nil {
+			t.Fatal(err)
+		}
+		dup := c
+		dup.ID = "conn_duplicate" // same live key: refused
+		if err := s.Create(ctx, dup, connection.Change{Audit: event("aud_refused")}); !errors.Is(err, connection.ErrConflict) {
+			t.Fatalf("duplicate create: %v", err)
+		}
+		got, err := s.ListAuditEvents(ctx, audit.Filter{Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].ID != "aud_first" || got[0].ConnectionID != c.ID {
+			t.Fatalf("audit events = %+v, want only aud_first", got)
+		}
+	})
+}
+
+// onBothDatabases runs test on a fresh SQLite store and a fresh PostgreSQL
+// one, for what lives outside the store contract suites.
+func onBothDatabases(t *testing.T, test func(t *testing.T, s *Store)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, openTestSQLite(t)) })
+	t.Run("postgres", func(t *testing.T) { test(t, openTestPostgres(t, storetest.PostgresURL(t))) })
 }
