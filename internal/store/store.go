@@ -39,7 +39,7 @@ type Store struct {
 	// cache, on SQLite, serves rows read by id while the database is
 	// unchanged (see rowCache).
 	cache *rowCache
-	// readStmts are the listing queries' statements by query (readStmt).
+	// readStmts are hot reads' statements by query (readStmt).
 	readStmts sync.Map
 	// The hottest writes, prepared once on the writer pool and run in a
 	// transaction with inTx.
@@ -546,7 +546,7 @@ func (w *writeStmt) exec(tx *gorm.DB, args ...any) error {
 // findLiveQuery is written to match the unique index connections_live_key
 // exactly: its expression (end_user_id, NULL read as the empty string) and its predicate, the
 // literal status (a parameter would not prove the partial index applies).
-const findLiveQuery = `SELECT * FROM connections
+const findLiveQuery = `SELECT ` + connectionColumns + ` FROM connections
 	WHERE server_url = ? AND mattermost_user_id = ? AND COALESCE(end_user_id, '') = ? AND status <> 'revoked' LIMIT 1`
 
 // FindLive implements connection.Store.
@@ -557,14 +557,18 @@ func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string
 	if endUserID != nil {
 		end = *endUserID
 	}
-	var rows []connectionRow
-	if err := s.rdb.WithContext(ctx).Raw(findLiveQuery, serverURL, mattermostUserID, end).Scan(&rows).Error; err != nil {
+	stmt, err := s.readStmt(ctx, s.rebind(findLiveQuery))
+	if err != nil {
 		return connection.Connection{}, s.wrap("find live connection", err)
 	}
-	if len(rows) == 0 {
+	row, err := scanConnection(stmt.QueryRowContext(ctx, serverURL, mattermostUserID, end))
+	if errors.Is(err, sql.ErrNoRows) {
 		return connection.Connection{}, connection.ErrNotFound
 	}
-	return fromRow(rows[0]), nil
+	if err != nil {
+		return connection.Connection{}, s.wrap("find live connection", err)
+	}
+	return fromRow(row), nil
 }
 
 // List implements connection.Store.
@@ -624,8 +628,9 @@ func listQuery(f connection.ListFilter) (string, []any) {
 }
 
 // readStmt is q prepared once on the reader pool and kept for the store's
-// life (the few shapes of a listing query; preparing one again on every
-// page cost about a tenth of a page's time). Errors: q does not prepare.
+// life: the reconnect lookup and the few shapes of a listing query
+// (preparing one again on every page cost about a tenth of a page's
+// time). Errors: q does not prepare.
 func (s *Store) readStmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	if stmt, ok := s.readStmts.Load(q); ok {
 		return stmt.(*sql.Stmt), nil
