@@ -19,11 +19,16 @@ import (
 // holds its writes. Batches form by themselves: while one commits, the
 // next callers queue, and the next batch takes them all.
 type batcher struct {
-	db      *gorm.DB // the one writer connection
-	reqs    chan *writeReq
-	mu      sync.RWMutex
-	closed  bool
-	stopped chan struct{}
+	db *gorm.DB // the one writer connection
+	// savepoint and rollbackTo open and undo one caller's writes. Every
+	// savepoint has the same name: SQLite rolls back to the most recent
+	// of that name, which is always the current caller's, so the two
+	// statements are prepared once rather than once per name.
+	savepoint, rollbackTo *writeStmt
+	reqs                  chan *writeReq
+	mu                    sync.RWMutex
+	closed                bool
+	stopped               chan struct{}
 
 	// For the operators' metrics: batches committed, writes they held, and
 	// the time spent running and committing them.
@@ -57,8 +62,8 @@ type writeReq struct {
 // maxBatch bounds how many callers' writes one transaction holds.
 const maxBatch = 128
 
-func newBatcher(db *gorm.DB) *batcher {
-	b := &batcher{db: db, reqs: make(chan *writeReq, maxBatch), stopped: make(chan struct{})}
+func newBatcher(db *gorm.DB, savepoint, rollbackTo *writeStmt) *batcher {
+	b := &batcher{db: db, savepoint: savepoint, rollbackTo: rollbackTo, reqs: make(chan *writeReq, maxBatch), stopped: make(chan struct{})}
 	go b.run()
 	return b
 }
@@ -126,17 +131,17 @@ func (b *batcher) commit(batch []*writeReq) {
 			results[i] = err
 			continue
 		}
-		sp := fmt.Sprintf("w%d", i)
-		if err := tx.SavePoint(sp).Error; err != nil {
-			results[i] = err
-			continue
-		}
 		// Not cancelable once started: SQLite answers an interrupted write
 		// inside a transaction by rolling the whole transaction back, which
 		// would fail every other caller in the batch.
-		if err := r.fn(tx.WithContext(context.WithoutCancel(r.ctx))); err != nil {
+		wtx := tx.WithContext(context.WithoutCancel(r.ctx))
+		if err := b.savepoint.exec(wtx); err != nil {
 			results[i] = err
-			if rerr := tx.RollbackTo(sp).Error; rerr != nil {
+			continue
+		}
+		if err := r.fn(wtx); err != nil {
+			results[i] = err
+			if rerr := b.rollbackTo.exec(wtx); rerr != nil {
 				// The transaction cannot go on: everyone in it fails.
 				tx.Rollback()
 				for j := range batch {

@@ -100,11 +100,11 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 		s.Close()
 		return nil, err
 	}
-	s.batch = newBatcher(db)
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
+	s.batch = newBatcher(db, s.savepointStmt, s.rollbackToStmt)
 	if s.cache, err = newRowCache(path, rowCacheSize); err != nil {
 		log.Warn("reads by id go to the database every time", "err", err)
 	}

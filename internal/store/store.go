@@ -44,6 +44,9 @@ type Store struct {
 	// The hottest writes, prepared once on the writer pool and run in a
 	// transaction with inTx.
 	insertStmt, liveCountStmt, auditStmt, sealingKeyStmt *writeStmt
+	// savepointStmt and rollbackToStmt (SQLite) frame each caller's
+	// writes in the group commit.
+	savepointStmt, rollbackToStmt *writeStmt
 	// endUserLockStmt (PostgreSQL) serialises one end user's creates.
 	endUserLockStmt *writeStmt
 	sqlDB           *sql.DB
@@ -156,7 +159,7 @@ func (s *Store) Close() error {
 		stmt.(*sql.Stmt).Close()
 		return true
 	})
-	for _, w := range []*writeStmt{s.insertStmt, s.liveCountStmt, s.auditStmt, s.sealingKeyStmt, s.endUserLockStmt} {
+	for _, w := range []*writeStmt{s.insertStmt, s.liveCountStmt, s.auditStmt, s.sealingKeyStmt, s.endUserLockStmt, s.savepointStmt, s.rollbackToStmt} {
 		if w != nil {
 			w.stmt.Close()
 		}
@@ -483,6 +486,18 @@ func (s *Store) prepare(ctx context.Context) error {
 			return fmt.Errorf("prepare %q: %w", q, err)
 		}
 		*p.stmt = &writeStmt{stmt: stmt, query: q}
+	}
+	if s.dialect == "sqlite" {
+		for _, p := range []struct {
+			stmt  **writeStmt
+			query string
+		}{{&s.savepointStmt, "SAVEPOINT w"}, {&s.rollbackToStmt, "ROLLBACK TO w"}} {
+			stmt, err := s.sqlDB.PrepareContext(ctx, p.query)
+			if err != nil {
+				return fmt.Errorf("prepare %q: %w", p.query, err)
+			}
+			*p.stmt = &writeStmt{stmt: stmt, query: p.query}
+		}
 	}
 	if s.dialect == "postgres" {
 		q := "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))"
