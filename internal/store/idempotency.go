@@ -75,7 +75,7 @@ func (s *Store) FinishKey(ctx context.Context, key string, status int, sealedBod
 			Updates(map[string]any{"status": status, "sealed_body": &body}).Error; err != nil {
 			return err
 		}
-		return tx.Exec("INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING", sealingKey).Error
+		return s.sealingKeyStmt.exec(tx, sealingKey)
 	})
 	return s.wrap("store an idempotent answer", err)
 }

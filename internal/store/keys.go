@@ -82,7 +82,7 @@ func (s *Store) Reseal(ctx context.Context, old connection.Sealed, value []byte,
 		if res.RowsAffected != 1 {
 			return fmt.Errorf("reseal %s: %w", old.ID, connection.ErrConflict)
 		}
-		return tx.Exec("INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING", keyID).Error
+		return s.sealingKeyStmt.exec(tx, keyID)
 	})
 	if errors.Is(err, connection.ErrConflict) {
 		return err
