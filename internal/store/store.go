@@ -471,41 +471,29 @@ func (s *Store) prepare(ctx context.Context) error {
 		return fmt.Errorf("prepare: %w", err)
 	}
 	s.getStmt = get
-	for _, p := range []struct {
+	type prepared struct {
 		stmt  **writeStmt
 		query string
-	}{
+	}
+	writes := []prepared{
 		{&s.insertStmt, "INSERT INTO connections (" + connectionColumns + ") VALUES (" + strings.Repeat("?, ", strings.Count(connectionColumns, ",")) + "?)"},
 		{&s.liveCountStmt, "SELECT COUNT(*) FROM connections WHERE end_user_id = ? AND status <> 'revoked'"},
 		{&s.auditStmt, "INSERT INTO audit_events (id, at, actor, action, connection_id, client_ip, request_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&s.sealingKeyStmt, "INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING"},
-	} {
+	}
+	switch s.dialect {
+	case "sqlite":
+		writes = append(writes, prepared{&s.savepointStmt, "SAVEPOINT w"}, prepared{&s.rollbackToStmt, "ROLLBACK TO w"})
+	case "postgres":
+		writes = append(writes, prepared{&s.endUserLockStmt, "SELECT pg_advisory_xact_lock(hashtextextended(?, 7))"})
+	}
+	for _, p := range writes {
 		q := s.rebind(p.query)
 		stmt, err := s.sqlDB.PrepareContext(ctx, q)
 		if err != nil {
 			return fmt.Errorf("prepare %q: %w", q, err)
 		}
 		*p.stmt = &writeStmt{stmt: stmt, query: q}
-	}
-	if s.dialect == "sqlite" {
-		for _, p := range []struct {
-			stmt  **writeStmt
-			query string
-		}{{&s.savepointStmt, "SAVEPOINT w"}, {&s.rollbackToStmt, "ROLLBACK TO w"}} {
-			stmt, err := s.sqlDB.PrepareContext(ctx, p.query)
-			if err != nil {
-				return fmt.Errorf("prepare %q: %w", p.query, err)
-			}
-			*p.stmt = &writeStmt{stmt: stmt, query: p.query}
-		}
-	}
-	if s.dialect == "postgres" {
-		q := "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))"
-		stmt, err := s.sqlDB.PrepareContext(ctx, q)
-		if err != nil {
-			return fmt.Errorf("prepare %q: %w", q, err)
-		}
-		s.endUserLockStmt = &writeStmt{stmt: stmt, query: q}
 	}
 	return nil
 }
