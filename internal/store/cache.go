@@ -2,6 +2,9 @@ package store
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"sync"
@@ -27,6 +30,11 @@ import (
 // for; a stale entry is only a miss.
 type rowCache struct {
 	shm *os.File
+	// pin is a connection held open for the cache's life: SQLite deletes
+	// the -shm file only when no connection uses the database, and a new
+	// one would leave shm reading a stale file.
+	pinDB *sql.DB
+	pin   *sql.Conn
 
 	mu   sync.Mutex // guards rows
 	rows map[string]cachedRow
@@ -47,15 +55,42 @@ type cachedRow struct {
 // rowCacheSize bounds the entries (a row is well under 1 KiB).
 const rowCacheSize = 10_000
 
-// newRowCache opens the -shm file of the database at path (WAL mode, open
-// already). Errors: the file cannot be opened.
-func newRowCache(path string, max int) (*rowCache, error) {
-	shm, err := os.Open(path + "-shm")
-	if err != nil {
+// newRowCache pins a connection of pinDB (which it owns) to the database
+// at path (WAL mode) and opens its -shm file. Errors: the connection or
+// the file cannot be had, or the file is not a WAL index.
+func newRowCache(ctx context.Context, path string, pinDB *sql.DB, max int) (*rowCache, error) {
+	fail := func(err error) (*rowCache, error) {
+		pinDB.Close()
 		return nil, fmt.Errorf("row cache: %w", err)
 	}
-	return &rowCache{shm: shm, rows: make(map[string]cachedRow), max: max}, nil
+	pin, err := pinDB.Conn(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	var n int
+	// A read transaction maps the WAL index: from now on this process
+	// uses it, so SQLite keeps the file.
+	if err := pin.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&n); err != nil {
+		pin.Close()
+		return fail(err)
+	}
+	shm, err := os.Open(path + "-shm")
+	if err != nil {
+		pin.Close()
+		return fail(err)
+	}
+	c := &rowCache{shm: shm, pinDB: pinDB, pin: pin, rows: make(map[string]cachedRow), max: max}
+	// The header begins with the WAL-index format's version, 3007000.
+	if st, ok := c.state(); !ok || binary.NativeEndian.Uint32(st[:4]) != walIndexVersion {
+		c.close()
+		return nil, fmt.Errorf("row cache: %s-shm is not a WAL index of the known format", path)
+	}
+	return c, nil
 }
+
+// walIndexVersion is the WAL-index format's version, the header's first
+// field.
+const walIndexVersion = 3007000
 
 // state reads the database's current state; ok is false when it cannot
 // be read consistently (a commit is being published), which is a miss.
@@ -93,4 +128,8 @@ func (c *rowCache) put(row connectionRow, s walState) {
 	c.rows[row.ID] = cachedRow{row: row, state: s}
 }
 
-func (c *rowCache) close() { c.shm.Close() }
+func (c *rowCache) close() {
+	c.shm.Close()
+	c.pin.Close()
+	c.pinDB.Close()
+}

@@ -182,3 +182,46 @@ func TestRowCacheUnderConcurrentWrites(t *testing.T) {
 }
 
 func runtimeGosched() { runtime.Gosched() }
+
+// The cache pins a connection, so the -shm file it reads stays the one
+// SQLite uses even when every other connection to the database closes
+// (the last one out would delete it, and a new one would not be the file
+// the cache has open).
+func TestRowCacheKeepsItsWALIndex(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mmconnect.db")
+	dsn := "file:" + path + "?_journal_mode=WAL&_busy_timeout=5000"
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("CREATE TABLE t (x)"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := newRowCache(ctx, path, openPlain(t, dsn), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	db.Close() // every connection but the cache's own
+	before, ok := c.state()
+	if !ok {
+		t.Fatal("no state")
+	}
+	other := openPlain(t, dsn)
+	defer other.Close()
+	if _, err := other.Exec("INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	if after, ok := c.state(); !ok || after == before {
+		t.Fatal("a commit after the other connections closed did not change the state the cache reads")
+	}
+}
+
+func openPlain(t *testing.T, dsn string) *sql.DB {
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}

@@ -105,7 +105,8 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 		return nil, err
 	}
 	s.batch = newBatcher(db, s.savepointStmt, s.rollbackToStmt)
-	if s.cache, err = newRowCache(path, rowCacheSize); err != nil {
+	pinDB := sql.OpenDB(sqliteConnector{dsn: dsn, driver: &sqlite3.SQLiteDriver{}})
+	if s.cache, err = newRowCache(ctx, path, pinDB, rowCacheSize); err != nil {
 		log.Warn("reads by id go to the database every time", "err", err)
 	}
 	return s, nil
