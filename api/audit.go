@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -45,9 +44,14 @@ type auditEventResponse struct {
 	Detail       string  `json:"detail"`
 }
 
-type auditListResponse struct {
-	Data       []auditEventResponse `json:"data"`
-	NextCursor *string              `json:"next_cursor"`
+func toAuditEventResponse(e audit.Event) auditEventResponse {
+	r := auditEventResponse{ID: e.ID, At: formatTime(e.At), Actor: e.Actor, Action: e.Action,
+		ClientIP: e.ClientIP, RequestID: e.RequestID, Detail: e.Detail}
+	if e.ConnectionID != "" {
+		id := e.ConnectionID
+		r.ConnectionID = &id
+	}
+	return r
 }
 
 func (s *Server) listAuditEvents(c echo.Context) error {
@@ -82,18 +86,5 @@ func (s *Server) listAuditEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := auditListResponse{Data: make([]auditEventResponse, len(page.Events))}
-	for i, e := range page.Events {
-		r := auditEventResponse{ID: e.ID, At: formatTime(e.At), Actor: e.Actor, Action: e.Action,
-			ClientIP: e.ClientIP, RequestID: e.RequestID, Detail: e.Detail}
-		if e.ConnectionID != "" {
-			id := e.ConnectionID
-			r.ConnectionID = &id
-		}
-		out.Data[i] = r
-	}
-	if page.NextCursor != "" {
-		out.NextCursor = &page.NextCursor
-	}
-	return respond(c, http.StatusOK, out)
+	return respondList(c, page.Events, page.NextCursor, toAuditEventResponse)
 }

@@ -61,9 +61,24 @@ type connectionResponse struct {
 	UpstreamRevocation *upstreamRevocationResponse `json:"upstream_revocation"`
 }
 
-type connectionListResponse struct {
-	Data       []connectionResponse `json:"data"`
-	NextCursor *string              `json:"next_cursor"`
+// listResponse is the body of every listing: a page of items, and the
+// cursor of the next page (null on the last).
+type listResponse[T any] struct {
+	Data       []T     `json:"data"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+// respondList answers a page of items, each converted by toResponse, with
+// next as the next page's cursor ("" on the last page).
+func respondList[I, T any](c echo.Context, items []I, next string, toResponse func(I) T) error {
+	out := listResponse[T]{Data: make([]T, len(items))}
+	for i, item := range items {
+		out.Data[i] = toResponse(item)
+	}
+	if next != "" {
+		out.NextCursor = &next
+	}
+	return respond(c, http.StatusOK, out)
 }
 
 type credentialsResponse struct {
@@ -214,14 +229,7 @@ func (s *Server) listConnections(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := connectionListResponse{Data: make([]connectionResponse, len(page.Connections))}
-	for i, conn := range page.Connections {
-		out.Data[i] = toConnectionResponse(conn)
-	}
-	if page.NextCursor != "" {
-		out.NextCursor = &page.NextCursor
-	}
-	return respond(c, http.StatusOK, out)
+	return respondList(c, page.Connections, page.NextCursor, toConnectionResponse)
 }
 
 func (s *Server) verifyConnection(c echo.Context) error {

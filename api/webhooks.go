@@ -49,11 +49,6 @@ type deliveryResponse struct {
 	SettledAt          *string `json:"settled_at"`
 }
 
-type deliveryListResponse struct {
-	Data       []deliveryResponse `json:"data"`
-	NextCursor *string            `json:"next_cursor"`
-}
-
 func toDeliveryResponse(d webhook.Delivery) deliveryResponse {
 	r := deliveryResponse{
 		ID:            d.Event.ID,
@@ -113,14 +108,7 @@ func (s *Server) listDeliveries(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := deliveryListResponse{Data: make([]deliveryResponse, len(page.Deliveries))}
-	for i, d := range page.Deliveries {
-		out.Data[i] = toDeliveryResponse(d)
-	}
-	if page.NextCursor != "" {
-		out.NextCursor = &page.NextCursor
-	}
-	return respond(c, http.StatusOK, out)
+	return respondList(c, page.Deliveries, page.NextCursor, toDeliveryResponse)
 }
 
 func (s *Server) retryDelivery(c echo.Context) error {
