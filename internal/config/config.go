@@ -122,6 +122,8 @@ type Rate struct {
 	Period time.Duration
 }
 
+func (r Rate) String() string { return fmt.Sprintf("%d per %s", r.N, r.Period) }
+
 // parseRate reads "N/s", "N/m" or "N/h".
 func parseRate(get func(name, def string) string, name, def string) (Rate, error) {
 	v := get(name, def)
@@ -543,9 +545,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("app_name", c.AppName),
 		slog.String("help_url", c.HelpURL),
 		slog.Bool("rate_limits", c.RateLimits),
-		slog.String("rate_per_api_key", fmt.Sprintf("%d per %s", c.RatePerAPIKey.N, c.RatePerAPIKey.Period)),
-		slog.String("rate_per_session", fmt.Sprintf("%d per %s", c.RatePerSession.N, c.RatePerSession.Period)),
-		slog.String("rate_per_ip", fmt.Sprintf("%d per %s", c.RatePerClientIP.N, c.RatePerClientIP.Period)),
+		slog.String("rate_per_api_key", c.RatePerAPIKey.String()),
+		slog.String("rate_per_session", c.RatePerSession.String()),
+		slog.String("rate_per_ip", c.RatePerClientIP.String()),
 		slog.Any("trusted_proxies", c.TrustedProxies),
 		slog.Int("max_connections_per_end_user", c.MaxConnectionsPerEndUser),
 		slog.Duration("audit_retention", c.AuditRetention),
