@@ -140,17 +140,18 @@ func testLiveKeyUnique(t *testing.T, s connection.Store) {
 	mustCreate(t, s, again)
 }
 
-func testConcurrentCreates(t *testing.T, s connection.Store) {
-	const n = 8
+// createConcurrently runs n Creates at once, the i-th of nth(i), and
+// returns how many succeeded; any failure but refused fails the test.
+func createConcurrently(t *testing.T, s connection.Store, n int, refused error, nth func(i int) (connection.Connection, connection.Change)) int {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := sample(10+i, str("racer"))
-			c.MattermostUser.ID = "same-user"
-			errs[i] = s.Create(context.Background(), c, connection.Change{})
+			c, ch := nth(i)
+			errs[i] = s.Create(context.Background(), c, ch)
 		}()
 	}
 	wg.Wait()
@@ -159,10 +160,20 @@ func testConcurrentCreates(t *testing.T, s connection.Store) {
 		switch {
 		case err == nil:
 			ok++
-		case !errors.Is(err, connection.ErrConflict):
+		case !errors.Is(err, refused):
 			t.Errorf("concurrent Create: unexpected error %v", err)
 		}
 	}
+	return ok
+}
+
+func testConcurrentCreates(t *testing.T, s connection.Store) {
+	const n = 8
+	ok := createConcurrently(t, s, n, connection.ErrConflict, func(i int) (connection.Connection, connection.Change) {
+		c := sample(10+i, str("racer"))
+		c.MattermostUser.ID = "same-user"
+		return c, connection.Change{}
+	})
 	if ok != 1 {
 		t.Fatalf("%d of %d concurrent identical creates succeeded, want 1", ok, n)
 	}
@@ -328,27 +339,11 @@ func testCapPerEndUser(t *testing.T, s connection.Store) {
 	mustCreate(t, s, revoked)
 	mustCreate(t, s, sample(101, str("someone-else")))
 	const n, capacity = 10, 3
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := sample(i, str("capped"))
-			c.MattermostUser.ID = fmt.Sprintf("user-%d", i)
-			errs[i] = s.Create(ctx, c, connection.Change{MaxLivePerEndUser: capacity})
-		}()
-	}
-	wg.Wait()
-	ok := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case !errors.Is(err, connection.ErrTooManyConnections):
-			t.Errorf("unexpected error %v", err)
-		}
-	}
+	ok := createConcurrently(t, s, n, connection.ErrTooManyConnections, func(i int) (connection.Connection, connection.Change) {
+		c := sample(i, str("capped"))
+		c.MattermostUser.ID = fmt.Sprintf("user-%d", i)
+		return c, connection.Change{MaxLivePerEndUser: capacity}
+	})
 	if ok != capacity {
 		t.Fatalf("%d of %d concurrent creates succeeded under a cap of %d", ok, n, capacity)
 	}
