@@ -46,7 +46,7 @@ func (s *Store) ListAuditEvents(ctx context.Context, f audit.Filter) ([]audit.Ev
 	}
 	out := make([]audit.Event, len(rows))
 	for i, r := range rows {
-		out[i] = audit.Event{ID: r.ID, At: time.UnixMicro(r.At).UTC(), Actor: r.Actor, Action: r.Action,
+		out[i] = audit.Event{ID: r.ID, At: fromMicros(r.At), Actor: r.Actor, Action: r.Action,
 			ConnectionID: r.ConnectionID, ClientIP: r.ClientIP, RequestID: r.RequestID, Detail: r.Detail}
 	}
 	return out, nil

@@ -62,17 +62,17 @@ func newEventRow(connID string, ev connection.Event) (eventRow, error) {
 
 func fromEventRow(r eventRow) (webhook.Delivery, error) {
 	d := webhook.Delivery{
-		Event: connection.Event{ID: r.ID, Type: connection.EventType(r.Type), At: time.UnixMicro(r.OccurredAt).UTC(),
+		Event: connection.Event{ID: r.ID, Type: connection.EventType(r.Type), At: fromMicros(r.OccurredAt),
 			Sequence: r.Sequence},
 		ConnectionID:       r.ConnectionID,
 		Status:             webhook.Status(r.Status),
 		Attempts:           r.Attempts,
-		NextAttemptAt:      time.UnixMicro(r.NextAttemptAt).UTC(),
-		Deadline:           time.UnixMicro(r.Deadline).UTC(),
+		NextAttemptAt:      fromMicros(r.NextAttemptAt),
+		Deadline:           fromMicros(r.Deadline),
 		LastAttemptAt:      timePtr(r.LastAttemptAt),
 		LastResponseStatus: r.LastResponseStatus,
 		LastError:          r.LastError,
-		CreatedAt:          time.UnixMicro(r.CreatedAt).UTC(),
+		CreatedAt:          fromMicros(r.CreatedAt),
 		SettledAt:          timePtr(r.SettledAt),
 	}
 	if r.ConnectionID != "" {
@@ -189,7 +189,7 @@ func (s *Store) ClaimRevocations(ctx context.Context, now time.Time, limit int, 
 		if res.RowsAffected == 1 {
 			out = append(out, connection.PendingRevocation{ConnectionID: r.ConnectionID, ServerURL: r.ServerURL,
 				TokenID: r.TokenID, SealedToken: []byte(r.SealedToken), Attempts: r.Attempts,
-				CreatedAt: time.UnixMicro(r.CreatedAt).UTC(), NextAttemptAt: time.UnixMicro(micros(lease)).UTC()})
+				CreatedAt: fromMicros(r.CreatedAt), NextAttemptAt: fromMicros(micros(lease))})
 		}
 	}
 	return out, nil

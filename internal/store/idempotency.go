@@ -58,7 +58,7 @@ func (s *Store) ClaimKey(ctx context.Context, r idempotency.Record, staleBefore 
 		return s.ClaimKey(ctx, r, staleBefore)
 	}
 	out := &idempotency.Record{Key: row.KeyHash, RequestHash: row.RequestHash, Status: row.Status,
-		CreatedAt: time.UnixMicro(row.CreatedAt).UTC(), ExpiresAt: time.UnixMicro(row.ExpiresAt).UTC()}
+		CreatedAt: fromMicros(row.CreatedAt), ExpiresAt: fromMicros(row.ExpiresAt)}
 	if row.SealedBody != nil {
 		out.SealedBody = []byte(*row.SealedBody)
 	}

@@ -45,7 +45,7 @@ func (s *Store) SessionByTokenHash(ctx context.Context, hash string) (session.Se
 		return session.Session{}, s.wrap("get session", err)
 	}
 	return session.Session{ID: row.ID, TokenHash: row.TokenHash, EndUserID: row.EndUserID,
-		CreatedAt: time.UnixMicro(row.CreatedAt).UTC(), ExpiresAt: time.UnixMicro(row.ExpiresAt).UTC()}, nil
+		CreatedAt: fromMicros(row.CreatedAt), ExpiresAt: fromMicros(row.ExpiresAt)}, nil
 }
 
 // DeleteSession implements session.Store.

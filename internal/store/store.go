@@ -254,6 +254,9 @@ func (connectionRow) TableName() string { return "connections" }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
 
+// fromMicros reads a stored time (Unix microseconds) as UTC.
+func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
 func microsPtr(t *time.Time) *int64 {
 	if t == nil {
 		return nil
@@ -266,7 +269,7 @@ func timePtr(v *int64) *time.Time {
 	if v == nil {
 		return nil
 	}
-	t := time.UnixMicro(*v).UTC()
+	t := fromMicros(*v)
 	return &t
 }
 
@@ -317,12 +320,12 @@ func fromRow(r connectionRow) connection.Connection {
 		ServerVersion:  r.ServerVersion,
 		TokenHint:      r.TokenHint,
 		Generation:     r.Generation,
-		CreatedAt:      time.UnixMicro(r.CreatedAt).UTC(),
-		UpdatedAt:      time.UnixMicro(r.UpdatedAt).UTC(),
+		CreatedAt:      fromMicros(r.CreatedAt),
+		UpdatedAt:      fromMicros(r.UpdatedAt),
 		LastVerifiedAt: timePtr(r.LastVerifiedAt),
 		RevokedAt:      timePtr(r.RevokedAt),
 		LastCheckedAt:  timePtr(r.LastCheckedAt),
-		NextCheckAt:    time.UnixMicro(r.NextCheckAt).UTC(),
+		NextCheckAt:    fromMicros(r.NextCheckAt),
 		InvalidSince:   timePtr(r.InvalidSince),
 		TokenID:        r.MattermostTokenID,
 	}
