@@ -241,20 +241,7 @@ func (b *bench) round(dir string, n int) (round, error) {
 	fmt.Printf("start to listening: %s\n", time.Since(t0).Round(time.Millisecond))
 	defer process.Stop(srv)
 
-	get := func(url string) error {
-		req, _ := http.NewRequest("GET", url, nil)
-		req.Header.Set("Authorization", "Bearer "+b.apiKey)
-		resp, err := b.client.Do(req)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("%s: %d", url, resp.StatusCode)
-		}
-		return nil
-	}
+	get := func(url string) error { return b.call("GET", url, nil, http.StatusOK) }
 	deep := base + "/connections?limit=50&cursor=" + rows.cursor(n/2)
 	results := []result{
 		load(nameBare, b.clients, b.d, func(int, int) error { return get(b.bareURL) }),
@@ -268,19 +255,7 @@ func (b *bench) round(dir string, n int) (round, error) {
 	results = append(results, load(nameCreate, b.clients, b.d, func(c, i int) error {
 		k := int(b.created.Add(1))
 		body, _ := json.Marshal(map[string]any{"server_url": b.mm.URL, "token": token(k % creators), "end_user_id": fmt.Sprintf("bench-%d", k)})
-		req, _ := http.NewRequest("POST", base+"/connections", bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+b.apiKey)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := b.client.Do(req)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 201 {
-			return fmt.Errorf("create: %d", resp.StatusCode)
-		}
-		return nil
+		return b.call("POST", base+"/connections", body, http.StatusCreated)
 	}))
 	handshakes = b.mm.Connections() - handshakes
 	batchesAfter := scrape(b.client, base, b.apiKey)
@@ -301,6 +276,26 @@ func (b *bench) round(dir string, n int) (round, error) {
 	}
 	fmt.Printf("server peak RSS: %.1f MiB\n", float64(process.PeakRSS(srv.Process.Pid))/(1<<20))
 	return out, nil
+}
+
+// call makes one request with the API key (a JSON body when body is not
+// nil), reads the answer and wants the status want.
+func (b *bench) call(method, url string, body []byte, want int) error {
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+b.apiKey)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		return fmt.Errorf("%s %s: %d", method, url, resp.StatusCode)
+	}
+	return nil
 }
 
 // compare prints the figures of the largest database against the
