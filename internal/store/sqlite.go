@@ -69,9 +69,11 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 		}
 	}
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + sqliteParams
+	pool := func(hook func(*sqlite3.SQLiteConn) error) *sql.DB {
+		return sql.OpenDB(sqliteConnector{dsn: dsn, driver: &sqlite3.SQLiteDriver{ConnectHook: hook}})
+	}
 	open := func(conns int, hook func(*sqlite3.SQLiteConn) error) (*gorm.DB, *sql.DB, error) {
-		pool := sql.OpenDB(sqliteConnector{dsn: dsn, driver: &sqlite3.SQLiteDriver{ConnectHook: hook}})
-		db, err := gorm.Open(sqlite.New(sqlite.Config{Conn: pool}), gormConfig(log))
+		db, err := gorm.Open(sqlite.New(sqlite.Config{Conn: pool(hook)}), gormConfig(log))
 		if err != nil {
 			return nil, nil, fmt.Errorf("open sqlite %s: %w", path, err)
 		}
@@ -105,8 +107,7 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 		return nil, err
 	}
 	s.batch = newBatcher(db, s.savepointStmt, s.rollbackToStmt)
-	pinDB := sql.OpenDB(sqliteConnector{dsn: dsn, driver: &sqlite3.SQLiteDriver{}})
-	if s.cache, err = newRowCache(ctx, path, pinDB, rowCacheSize); err != nil {
+	if s.cache, err = newRowCache(ctx, path, pool(nil), rowCacheSize); err != nil {
 		log.Warn("reads by id go to the database every time", "err", err)
 	}
 	return s, nil

@@ -179,12 +179,7 @@ func (s *Store) SQLDB() *sql.DB { return s.sqlDB }
 
 // ReadDB is the pool reads use, for its statistics: on SQLite the readers
 // beside the writer, on PostgreSQL the same pool as SQLDB.
-func (s *Store) ReadDB() *sql.DB {
-	if s.rsqlDB != nil {
-		return s.rsqlDB
-	}
-	return s.sqlDB
-}
+func (s *Store) ReadDB() *sql.DB { return s.rsqlDB }
 
 // CountByStatus counts stored connections by status (one scan; for a
 // gauge refreshed every few seconds, not per request).
