@@ -230,6 +230,10 @@ func (c *Client) get(ctx context.Context, target *url.URL, token string) (*http.
 }
 
 // do sends one request with the token in the Authorization header.
+// Errors: the transport's, or the context's when it ended before the
+// answer was taken: net/http may still hand over an answer that raced the
+// cancellation (a server replying because we hung up, an empty 200), and
+// that is not the server answering in time.
 func (c *Client) do(ctx context.Context, method string, target *url.URL, token string, body []byte) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
@@ -247,7 +251,12 @@ func (c *Client) do(ctx context.Context, method string, target *url.URL, token s
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "mmconnect")
-	return c.http.Do(req)
+	resp, err := c.http.Do(req)
+	if err == nil && ctx.Err() != nil {
+		resp.Body.Close()
+		return nil, context.Cause(ctx)
+	}
+	return resp, err
 }
 
 // discard reads a little of what is left, so the connection can be reused,
