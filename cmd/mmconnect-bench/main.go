@@ -74,6 +74,30 @@ type result struct {
 	errs     int64
 	elapsed  time.Duration
 	p50, p99 time.Duration
+	cpu      cpuUse
+}
+
+// cpuUse is where the machine's processor time went during a measurement:
+// the server, this process (the load generator, the stand-in Mattermost
+// and the bare handler) and everything else (PostgreSQL, other work).
+type cpuUse struct{ server, bench, rest time.Duration }
+
+// cpuSnapshot reads the processor time used so far.
+func cpuSnapshot(serverPid int) cpuUse {
+	srv, self := process.CPU(serverPid), process.CPU(os.Getpid())
+	return cpuUse{server: srv, bench: self, rest: process.MachineBusy() - srv - self}
+}
+
+func (c cpuUse) since(before cpuUse) cpuUse {
+	return cpuUse{server: c.server - before.server, bench: c.bench - before.bench, rest: c.rest - before.rest}
+}
+
+// perRequest prints d spread over the result's requests.
+func (r result) perRequest(d time.Duration) string {
+	if r.n == 0 {
+		return "-"
+	}
+	return (d / time.Duration(r.n)).Round(time.Microsecond).String()
 }
 
 func (r result) rps() float64 { return float64(r.n) / r.elapsed.Seconds() }
@@ -243,16 +267,22 @@ func (b *bench) round(dir string, n int) (round, error) {
 
 	get := func(url string) error { return b.call("GET", url, nil, http.StatusOK) }
 	deep := base + "/connections?limit=50&cursor=" + rows.cursor(n/2)
+	measure := func(name string, do func(client, i int) error) result {
+		before := cpuSnapshot(srv.Process.Pid)
+		r := load(name, b.clients, b.d, do)
+		r.cpu = cpuSnapshot(srv.Process.Pid).since(before)
+		return r
+	}
 	results := []result{
-		load(nameBare, b.clients, b.d, func(int, int) error { return get(b.bareURL) }),
-		load(nameGet, b.clients, b.d, func(int, int) error { return get(base + "/connections/" + rows.id(0)) }),
-		load(nameGetAny, b.clients, b.d, func(int, int) error { return get(base + "/connections/" + rows.id(rand.IntN(n))) }),
-		load(nameList, b.clients, b.d, func(int, int) error { return get(base + "/connections?limit=50") }),
-		load(nameListDeep, b.clients, b.d, func(int, int) error { return get(deep) }),
+		measure(nameBare, func(int, int) error { return get(b.bareURL) }),
+		measure(nameGet, func(int, int) error { return get(base + "/connections/" + rows.id(0)) }),
+		measure(nameGetAny, func(int, int) error { return get(base + "/connections/" + rows.id(rand.IntN(n))) }),
+		measure(nameList, func(int, int) error { return get(base + "/connections?limit=50") }),
+		measure(nameListDeep, func(int, int) error { return get(deep) }),
 	}
 	handshakes := b.mm.Connections()
 	batchesBefore := scrape(b.client, base, b.apiKey)
-	results = append(results, load(nameCreate, b.clients, b.d, func(c, i int) error {
+	results = append(results, measure(nameCreate, func(c, i int) error {
 		k := int(b.created.Add(1))
 		body, _ := json.Marshal(map[string]any{"server_url": b.mm.URL, "token": token(k % creators), "end_user_id": fmt.Sprintf("bench-%d", k)})
 		return b.call("POST", base+"/connections", body, http.StatusCreated)
@@ -261,10 +291,11 @@ func (b *bench) round(dir string, n int) (round, error) {
 	batchesAfter := scrape(b.client, base, b.apiKey)
 
 	ceiling := results[0].rps()
-	fmt.Printf("%-34s %9s %8s %10s %10s %6s\n", "", "req/s", "× bare", "p50", "p99", "errors")
+	fmt.Printf("%-34s %9s %8s %10s %10s %6s   %s\n", "", "req/s", "× bare", "p50", "p99", "errors", "CPU per request: server, bench, rest")
 	out := round{n: n, results: map[string]result{}}
 	for _, r := range results {
-		fmt.Printf("%-34s %9.0f %8.2f %10s %10s %6d\n", r.name, r.rps(), r.rps()/ceiling, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errs)
+		fmt.Printf("%-34s %9.0f %8.2f %10s %10s %6d   %s, %s, %s\n", r.name, r.rps(), r.rps()/ceiling, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errs,
+			r.perRequest(r.cpu.server), r.perRequest(r.cpu.bench), r.perRequest(r.cpu.rest))
 		out.results[r.name] = r
 	}
 	fmt.Printf("upstream TLS handshakes during the creates: %d\n", handshakes)

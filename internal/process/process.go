@@ -77,3 +77,53 @@ func PeakRSS(pid int) int64 {
 	}
 	return 0
 }
+
+// clockTick is the kernel's USER_HZ, the unit of /proc's CPU times: 100 on
+// every Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// CPU is the processor time (user and system) the process has used so far,
+// 0 if unknown; compare two readings.
+func CPU(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; the fields after its
+	// closing parenthesis start at field 3, so utime and stime (14 and 15)
+	// are the 12th and 13th.
+	i := strings.LastIndexByte(string(raw), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(raw[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * clockTick
+}
+
+// MachineBusy is the processor time every core of the machine has spent
+// on anything but idling and waiting for I/O, 0 if unknown; compare two
+// readings.
+func MachineBusy() time.Duration {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	// user nice system idle iowait irq softirq steal: user to softirq but
+	// idle and iowait (steal is time the hypervisor gave to others).
+	for _, i := range []int{1, 2, 3, 6, 7} {
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		busy += v
+	}
+	return time.Duration(busy) * clockTick
+}
