@@ -61,7 +61,7 @@ func NewService(store Store, retention time.Duration, now func() time.Time) *Ser
 
 // Record adds an event, now. Errors: the store's.
 func (s *Service) Record(ctx context.Context, e Event) error {
-	e.ID = connection.RandomID(connection.AuditIDPrefix)
+	e.ID = connection.OrderedID(connection.AuditIDPrefix)
 	e.At = connection.Truncate(s.now())
 	return s.store.AddAuditEvent(ctx, e)
 }

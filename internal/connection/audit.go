@@ -34,7 +34,7 @@ func auditFor(who *AuditEvent, c Connection, created bool, now time.Time) *Audit
 		return nil
 	}
 	e := *who
-	e.ID, e.At, e.ConnectionID, e.Detail = RandomID(AuditIDPrefix), now, c.ID, string(c.Status)
+	e.ID, e.At, e.ConnectionID, e.Detail = OrderedID(AuditIDPrefix), now, c.ID, string(c.Status)
 	e.Action = AuditConnectionReconnect
 	if created {
 		e.Action = AuditConnectionCreated

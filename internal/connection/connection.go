@@ -142,8 +142,33 @@ func RandomID(prefix string) string {
 	return prefix + strings.ToLower(idEncoding.EncodeToString(b[:]))
 }
 
-// NewID returns a fresh connection id: "conn_" and 128 random bits.
-func NewID() string { return RandomID("conn_") }
+// orderedEncoding has RandomID's characters in their byte order, so the
+// text of an OrderedID sorts as its bits do.
+var orderedEncoding = base32.NewEncoding("234567abcdefghijklmnopqrstuvwxyz").WithPadding(base32.NoPadding)
+
+// OrderedID returns prefix and 128 bits in the form of RandomID: the
+// first 48 bits are the time in milliseconds and the other 80 random. Ids
+// minted later sort after (by the millisecond), so each insert lands on the
+// same few pages of every index keyed by the id, where random ids dirty a
+// page of each at random: over a million rows that halved the time of a
+// create with its audit row (BenchmarkCreateIDs). The time it shows is no
+// secret: every row keyed by one also shows when it was made. Ids that
+// grant access (connect sessions) stay wholly random.
+func OrderedID(prefix string) string {
+	var b [16]byte
+	if _, err := rand.Read(b[6:]); err != nil {
+		panic("connection: no randomness: " + err.Error()) // crypto/rand never fails on supported systems
+	}
+	ms := uint64(time.Now().UnixMilli())
+	for i := 5; i >= 0; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
+	}
+	return prefix + orderedEncoding.EncodeToString(b[:])
+}
+
+// NewID returns a fresh connection id: "conn_" and an OrderedID's bits.
+func NewID() string { return OrderedID("conn_") }
 
 // Truncate brings t to UTC and microsecond precision, the precision every
 // store keeps, so that what the service returns equals what it reads back.

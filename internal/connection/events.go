@@ -63,7 +63,7 @@ type PendingRevocation struct {
 }
 
 // NewEventID returns a fresh event id, used as the webhook-id header.
-func NewEventID() string { return RandomID("evt_") }
+func NewEventID() string { return OrderedID("evt_") }
 
 // eventsFor names the events that a change from old (nil for a new
 // connection) to c causes: the one rule for what is worth telling.

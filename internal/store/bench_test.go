@@ -84,3 +84,41 @@ func BenchmarkFindLive(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCreateIDs: concurrent creates, each with its audit row as over
+// HTTP, into 20,000 stored connections, with wholly random ids against
+// time-ordered ones (connection.OrderedID, which connections, audit events
+// and webhook events use).
+func BenchmarkCreateIDs(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		newID func(prefix string) string
+	}{{"random", connection.RandomID}, {"ordered", connection.OrderedID}} {
+		b.Run(tc.name, func(b *testing.B) {
+			s := openTestSQLite(b)
+			ctx := context.Background()
+			create := func(i int) error {
+				c := benchConnection(i)
+				c.ID = tc.newID("conn_")
+				return s.Create(ctx, c, connection.Change{Audit: &connection.AuditEvent{ID: tc.newID(connection.AuditIDPrefix),
+					At: c.CreatedAt, Actor: "bench", Action: connection.AuditConnectionCreated, ConnectionID: c.ID}})
+			}
+			for i := range 20_000 {
+				if err := create(i); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var n atomic.Int64
+			b.ResetTimer()
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := create(int(n.Add(1)) + 1_000_000); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
