@@ -51,6 +51,26 @@ func BenchmarkGetConnection(b *testing.B) {
 	}
 }
 
+// BenchmarkListConnections: GET /connections?limit=50, a full first page
+// from SQLite (the store, the JSON of 50 connections, the access log).
+func BenchmarkListConnections(b *testing.B) {
+	h := newHarness(b)
+	for i := range 60 {
+		if err := benchCreate(h, i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		req := httptest.NewRequest("GET", "/connections?limit=50", nil)
+		req.Header.Set("Authorization", "Bearer "+h.key)
+		rec := httptest.NewRecorder()
+		h.handler.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+	}
+}
+
 // BenchmarkCreateConnectionParallel: concurrent creates, each for its own
 // end user, so the group commit and the upstream client's pool are in play.
 func BenchmarkCreateConnectionParallel(b *testing.B) {

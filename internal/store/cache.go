@@ -10,11 +10,12 @@ import (
 	"sync"
 )
 
-// rowCache keeps connection rows read by id, each tagged with the state of
-// the SQLite database it was read under, and serves one only while that
-// state is unchanged: any commit, by this process's writer, by a replica
-// or by `mmconnect rotate-keys` in another process, changes it, so no read
-// after a write can return the old row.
+// rowCache keeps connection rows read by id, and the rows of listing
+// pages by their query, each tagged with the state of the SQLite database
+// it was read under, and serves one only while that state is unchanged:
+// any commit, by this process's writer, by a replica or by `mmconnect
+// rotate-keys` in another process, changes it, so no read after a write
+// can return an old row or an old page.
 //
 // The state is the WAL-index header in the database's -shm file
 // (https://www.sqlite.org/walformat.html): every committed transaction
@@ -36,9 +37,8 @@ type rowCache struct {
 	pinDB *sql.DB
 	pin   *sql.Conn
 
-	mu   sync.Mutex // guards rows
-	rows map[string]cachedRow
-	max  int
+	rows  *stateMap[string, connectionRow]
+	pages *stateMap[string, []connectionRow]
 }
 
 // walHeaderSize is one copy of the WAL-index header; the file begins with
@@ -47,13 +47,12 @@ const walHeaderSize = 48
 
 type walState [walHeaderSize]byte
 
-type cachedRow struct {
-	row   connectionRow
-	state walState
-}
-
-// rowCacheSize bounds the entries (a row is well under 1 KiB).
-const rowCacheSize = 10_000
+// rowCacheSize bounds the rows kept by id (a row is well under 1 KiB);
+// pageCacheSize the pages (of at most connection.MaxListLimit rows).
+const (
+	rowCacheSize  = 10_000
+	pageCacheSize = 64
+)
 
 // newRowCache pins a connection of pinDB (which it owns) to the database
 // at path (WAL mode) and opens its -shm file. Errors: the connection or
@@ -79,7 +78,8 @@ func newRowCache(ctx context.Context, path string, pinDB *sql.DB, max int) (*row
 		pin.Close()
 		return fail(err)
 	}
-	c := &rowCache{shm: shm, pinDB: pinDB, pin: pin, rows: make(map[string]cachedRow), max: max}
+	c := &rowCache{shm: shm, pinDB: pinDB, pin: pin, rows: newStateMap[string, connectionRow](max),
+		pages: newStateMap[string, []connectionRow](pageCacheSize)}
 	// The header begins with the WAL-index format's version, 3007000.
 	if st, ok := c.state(); !ok || binary.NativeEndian.Uint32(st[:4]) != walIndexVersion {
 		c.close()
@@ -106,26 +106,43 @@ func (c *rowCache) state() (s walState, ok bool) {
 	return s, true
 }
 
-// get returns id's row if it was read under state s.
-func (c *rowCache) get(id string, s walState) (connectionRow, bool) {
-	c.mu.Lock()
-	e, ok := c.rows[id]
-	c.mu.Unlock()
-	return e.row, ok && e.state == s
+// stateMap keeps values, each with the database state it was read under,
+// up to max of them. It is safe for concurrent use.
+type stateMap[K comparable, V any] struct {
+	mu  sync.Mutex // guards m
+	m   map[K]stateEntry[V]
+	max int
 }
 
-// put keeps row, read under state s (read before the row was, so a commit
-// in between leaves the entry stale, never wrong).
-func (c *rowCache) put(row connectionRow, s walState) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.rows[row.ID]; !ok && len(c.rows) >= c.max {
-		for k := range c.rows { // evict one entry; Go's map order picks it
-			delete(c.rows, k)
+type stateEntry[V any] struct {
+	v     V
+	state walState
+}
+
+func newStateMap[K comparable, V any](max int) *stateMap[K, V] {
+	return &stateMap[K, V]{m: make(map[K]stateEntry[V]), max: max}
+}
+
+// get returns k's value if it was read under state s.
+func (m *stateMap[K, V]) get(k K, s walState) (V, bool) {
+	m.mu.Lock()
+	e, ok := m.m[k]
+	m.mu.Unlock()
+	return e.v, ok && e.state == s
+}
+
+// put keeps v, read under state s (read before v was, so a commit in
+// between leaves the entry stale, never wrong).
+func (m *stateMap[K, V]) put(k K, v V, s walState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.m[k]; !ok && len(m.m) >= m.max {
+		for old := range m.m { // evict one entry; Go's map order picks it
+			delete(m.m, old)
 			break
 		}
 	}
-	c.rows[row.ID] = cachedRow{row: row, state: s}
+	m.m[k] = stateEntry[V]{v: v, state: s}
 }
 
 func (c *rowCache) close() {

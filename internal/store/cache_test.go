@@ -54,130 +54,171 @@ func cachedStore(t *testing.T) (*Store, string, connection.Connection) {
 	return s, path, c
 }
 
-func username(t *testing.T, s *Store, id string) string {
+// readers are the reads the cache serves: a row by id, and a listing page
+// holding it.
+var readers = []struct {
+	name string
+	read func(s *Store, id string) (connection.Connection, error)
+}{
+	{"get", func(s *Store, id string) (connection.Connection, error) { return s.Get(context.Background(), id) }},
+	{"list", func(s *Store, id string) (connection.Connection, error) {
+		page, err := s.List(context.Background(), connection.ListFilter{Limit: 51})
+		if err != nil {
+			return connection.Connection{}, err
+		}
+		for _, c := range page {
+			if c.ID == id {
+				return c, nil
+			}
+		}
+		return connection.Connection{}, connection.ErrNotFound
+	}},
+}
+
+func username(t *testing.T, s *Store, read func(*Store, string) (connection.Connection, error), id string) string {
 	t.Helper()
-	c, err := s.Get(context.Background(), id)
+	c, err := read(s, id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c.MattermostUser.Username
 }
 
+// cacheHit tells whether the cache would serve the read right now.
+func cacheHit(s *Store, reader, id string) bool {
+	st, ok := s.cache.state()
+	if !ok {
+		return false
+	}
+	if reader == "get" {
+		_, hit := s.cache.rows.get(id, st)
+		return hit
+	}
+	q, args := listQuery(connection.ListFilter{Limit: 51})
+	_, hit := s.cache.pages.get(fmt.Sprintf("%s%q", q, args), st)
+	return hit
+}
+
 // A read after a write, by this process's writer or by another connection
 // to the file, returns the written row, although the row before it was
 // cached; and a cached row is served while nothing is written.
 func TestRowCacheNeverServesAnOldRow(t *testing.T) {
-	s, path, c := cachedStore(t)
-	other, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	for i := 1; i <= 200; i++ {
-		username(t, s, c.ID) // cached now
-		name := "v" + strconv.Itoa(i)
-		db := other
-		if i%2 == 0 {
-			db = s.sqlDB // this process's writer connection
-		}
-		if _, err := db.Exec("UPDATE connections SET mattermost_username = ? WHERE id = ?", name, c.ID); err != nil {
-			t.Fatal(err)
-		}
-		if got := username(t, s, c.ID); got != name {
-			t.Fatalf("write %d: read %q after writing %q", i, got, name)
-		}
-	}
-	// Nothing written: the row comes from the cache, not the database.
-	if _, err := other.Exec("PRAGMA user_version"); err != nil { // reading changes nothing
-		t.Fatal(err)
-	}
-	st, ok := s.cache.state()
-	if _, hit := s.cache.get(c.ID, st); !ok || !hit {
-		t.Fatal("the last row read is not served from the cache while nothing is written")
-	}
-	// A deleted row is gone at once.
-	if _, err := other.Exec("DELETE FROM connections WHERE id = ?", c.ID); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Get(context.Background(), c.ID); !errors.Is(err, connection.ErrNotFound) {
-		t.Fatalf("Get after delete: %v", err)
+	for _, r := range readers {
+		t.Run(r.name, func(t *testing.T) {
+			s, path, c := cachedStore(t)
+			other := openPlain(t, "file:"+path+"?_busy_timeout=10000")
+			defer other.Close()
+			for i := 1; i <= 200; i++ {
+				username(t, s, r.read, c.ID) // cached now
+				name := "v" + strconv.Itoa(i)
+				db := other
+				if i%2 == 0 {
+					db = s.sqlDB // this process's writer connection
+				}
+				if _, err := db.Exec("UPDATE connections SET mattermost_username = ? WHERE id = ?", name, c.ID); err != nil {
+					t.Fatal(err)
+				}
+				if got := username(t, s, r.read, c.ID); got != name {
+					t.Fatalf("write %d: read %q after writing %q", i, got, name)
+				}
+			}
+			// Nothing written: the read comes from the cache, not the database.
+			if _, err := other.Exec("PRAGMA user_version"); err != nil { // reading changes nothing
+				t.Fatal(err)
+			}
+			if !cacheHit(s, r.name, c.ID) {
+				t.Fatal("the last read is not served from the cache while nothing is written")
+			}
+			// A deleted row is gone at once.
+			if _, err := other.Exec("DELETE FROM connections WHERE id = ?", c.ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.read(s, c.ID); !errors.Is(err, connection.ErrNotFound) {
+				t.Fatalf("read after delete: %v", err)
+			}
+		})
 	}
 }
 
 // The same from a separate process (as `mmconnect rotate-keys` is).
 func TestRowCacheSeesOtherProcesses(t *testing.T) {
-	s, path, c := cachedStore(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i <= 5; i++ {
-		username(t, s, c.ID)
-		name := "p" + strconv.Itoa(i)
-		cmd := exec.Command(exe, "-test.run=^$")
-		cmd.Env = append(os.Environ(), "MMCONNECT_TEST_WRITE_DB="+path, "MMCONNECT_TEST_WRITE_ID="+c.ID, "MMCONNECT_TEST_WRITE_NAME="+name)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("writer process: %v %s", err, out)
-		}
-		if got := username(t, s, c.ID); got != name {
-			t.Fatalf("read %q after another process wrote %q", got, name)
-		}
+	for _, r := range readers {
+		t.Run(r.name, func(t *testing.T) {
+			s, path, c := cachedStore(t)
+			for i := 1; i <= 5; i++ {
+				username(t, s, r.read, c.ID)
+				name := "p" + strconv.Itoa(i)
+				cmd := exec.Command(exe, "-test.run=^$")
+				cmd.Env = append(os.Environ(), "MMCONNECT_TEST_WRITE_DB="+path, "MMCONNECT_TEST_WRITE_ID="+c.ID, "MMCONNECT_TEST_WRITE_NAME="+name)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("writer process: %v %s", err, out)
+				}
+				if got := username(t, s, r.read, c.ID); got != name {
+					t.Fatalf("read %q after another process wrote %q", got, name)
+				}
+			}
+		})
 	}
 }
 
 // Under concurrent writes, no read that starts after a write has returned
 // sees a value older than that write.
 func TestRowCacheUnderConcurrentWrites(t *testing.T) {
-	s, path, c := cachedStore(t)
-	other, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	var committed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := int64(1); ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := other.Exec("UPDATE connections SET generation = ? WHERE id = ?", i, c.ID); err != nil {
-				t.Error(err)
-				return
-			}
-			committed.Store(i)
-		}
-	}()
-	var stale atomic.Int64
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 3000 {
-				before := committed.Load()
-				got, err := s.Get(context.Background(), c.ID)
-				if err != nil {
-					t.Error(err)
-					return
+	for _, r := range readers {
+		t.Run(r.name, func(t *testing.T) {
+			s, path, c := cachedStore(t)
+			other := openPlain(t, "file:"+path+"?_busy_timeout=10000")
+			defer other.Close()
+			var committed atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := int64(1); ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := other.Exec("UPDATE connections SET generation = ? WHERE id = ?", i, c.ID); err != nil {
+						t.Error(err)
+						return
+					}
+					committed.Store(i)
 				}
-				if got.Generation < before {
-					stale.Add(1)
-				}
+			}()
+			var stale atomic.Int64
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range 3000 {
+						before := committed.Load()
+						got, err := r.read(s, c.ID)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if got.Generation < before {
+							stale.Add(1)
+						}
+					}
+				}()
 			}
-		}()
-	}
-	for committed.Load() < 50 {
-		runtimeGosched()
-	}
-	close(stop)
-	wg.Wait()
-	if n := stale.Load(); n > 0 {
-		t.Fatalf("%d reads returned a row older than a write that had returned before they began", n)
+			for committed.Load() < 50 {
+				runtimeGosched()
+			}
+			close(stop)
+			wg.Wait()
+			if n := stale.Load(); n > 0 {
+				t.Fatalf("%d reads returned a row older than a write that had returned before they began", n)
+			}
+		})
 	}
 }
 

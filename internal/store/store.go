@@ -415,14 +415,14 @@ func (s *Store) Get(ctx context.Context, id string) (connection.Connection, erro
 	cached := false
 	if s.cache != nil {
 		if state, cached = s.cache.state(); cached {
-			if row, ok := s.cache.get(id, state); ok {
+			if row, ok := s.cache.rows.get(id, state); ok {
 				return fromRow(row), nil
 			}
 		}
 	}
 	row, err := scanConnection(s.getStmt.QueryRowContext(ctx, id))
 	if err == nil && cached {
-		s.cache.put(row, state)
+		s.cache.rows.put(row.ID, row, state)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return connection.Connection{}, connection.ErrNotFound
@@ -577,27 +577,57 @@ func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection
 	ctx, cancel := s.op(ctx, "store.List")
 	defer cancel()
 	q, args := listQuery(f)
-	stmt, err := s.readStmt(ctx, s.rebind(q))
+	var state walState
+	var key string
+	cached := false
+	if s.cache != nil {
+		if state, cached = s.cache.state(); cached {
+			key = fmt.Sprintf("%s%q", q, args)
+			if page, ok := s.cache.pages.get(key, state); ok {
+				return fromRows(page), nil
+			}
+		}
+	}
+	page, err := s.listRows(ctx, q, args, f.Limit)
 	if err != nil {
 		return nil, s.wrap("list connections", err)
+	}
+	if cached {
+		s.cache.pages.put(key, page, state)
+	}
+	return fromRows(page), nil
+}
+
+// listRows reads the rows of listing query q.
+func (s *Store) listRows(ctx context.Context, q string, args []any, limit int) ([]connectionRow, error) {
+	stmt, err := s.readStmt(ctx, s.rebind(q))
+	if err != nil {
+		return nil, err
 	}
 	rows, err := stmt.QueryContext(ctx, args...)
 	if err != nil {
-		return nil, s.wrap("list connections", err)
+		return nil, err
 	}
 	defer rows.Close()
-	out := make([]connection.Connection, 0, f.Limit)
+	out := make([]connectionRow, 0, limit)
 	for rows.Next() {
 		r, err := scanConnection(rows)
 		if err != nil {
-			return nil, s.wrap("list connections", err)
+			return nil, err
 		}
-		out = append(out, fromRow(r))
+		out = append(out, r)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, s.wrap("list connections", err)
+	return out, rows.Err()
+}
+
+// fromRows makes connections of rows, fresh ones each time (rows may be
+// the cache's).
+func fromRows(rows []connectionRow) []connection.Connection {
+	out := make([]connection.Connection, len(rows))
+	for i, r := range rows {
+		out[i] = fromRow(r)
 	}
-	return out, nil
+	return out
 }
 
 // listQuery is the listing query for f, written for its index: the keyset
