@@ -16,7 +16,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,6 +104,99 @@ type Server struct {
 	subpath  atomic.Pointer[string]
 	// traceparents are the W3C trace contexts requests carried.
 	traceparents []string
+	// answers are the captures and the bodies made from them, read once
+	// at start (load runs ask thousands of times a second).
+	answers answers
+}
+
+// answers are what the fake replays: every capture, and templates of the
+// bodies that name the caller (users/me and its sessions).
+type answers struct {
+	captures               map[string]Capture
+	user, bot              template
+	patSession, webSession template
+}
+
+func loadAnswers() answers {
+	entries, err := captures.ReadDir("testdata")
+	if err != nil {
+		panic(err)
+	}
+	a := answers{captures: map[string]Capture{}}
+	for _, e := range entries {
+		name := strings.TrimSuffix(e.Name(), ".http")
+		a.captures[name] = LoadCapture(name)
+	}
+	user := func(name string) template {
+		var u map[string]any
+		if err := json.Unmarshal(a.captures[name].Body, &u); err != nil {
+			panic(err)
+		}
+		u["id"], u["username"], u["email"] = "@id@", "@username@", "@email@"
+		return newTemplate(u)
+	}
+	a.user, a.bot = user("05-users-me-valid-bearer"), user("26-users-me-bot")
+	var sessions []map[string]any
+	if err := json.Unmarshal(a.captures["11-users-me-sessions-with-pat"].Body, &sessions); err != nil {
+		panic(err)
+	}
+	pat, web := sessions[0], sessions[1]
+	pat["id"], pat["user_id"], pat["create_at"] = "@id@", "@user_id@", "@create_at@"
+	pat["props"] = map[string]any{"is_guest": "false", "type": "UserAccessToken", "user_access_token_id": "@token_id@"}
+	web["user_id"] = "@user_id@"
+	a.patSession, a.webSession = newTemplate(pat), newTemplate(web)
+	return a
+}
+
+// capture is the capture called name.
+func (s *Server) capture(name string) Capture {
+	c, ok := s.answers.captures[name]
+	if !ok {
+		panic("no capture " + name)
+	}
+	return c
+}
+
+// template is a JSON value with its placeholders (strings "@name@") cut
+// out, so that an answer is a few appends instead of a decode and an
+// encode.
+type template struct {
+	parts []string // text around the slots: len(slots)+1
+	slots []string // placeholder names, in order
+}
+
+var placeholder = regexp.MustCompile(`"@([a-z_]+)@"`)
+
+func newTemplate(v any) template {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	var t template
+	last := 0
+	for _, m := range placeholder.FindAllSubmatchIndex(raw, -1) {
+		t.parts = append(t.parts, string(raw[last:m[0]]))
+		t.slots = append(t.slots, string(raw[m[2]:m[3]]))
+		last = m[1]
+	}
+	t.parts = append(t.parts, string(raw[last:]))
+	return t
+}
+
+// render appends the value with each slot replaced by vals[slot], which
+// is JSON (quote strings with jsonString).
+func (t template) render(buf []byte, vals map[string]string) []byte {
+	for i, slot := range t.slots {
+		buf = append(buf, t.parts[i]...)
+		buf = append(buf, vals[slot]...)
+	}
+	return append(buf, t.parts[len(t.parts)-1]...)
+}
+
+// jsonString is s as a JSON string.
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
 // ServeUnder makes the server live under a subpath, as Mattermost with
@@ -118,7 +213,7 @@ func NewServer(t testing.TB) *Server {
 
 // Start starts a TLS fake outside a test (load runs); Close it when done.
 func Start() *Server {
-	s := &Server{tokens: map[string]*pat{}, byUser: map[string]map[string]bool{}}
+	s := &Server{tokens: map[string]*pat{}, byUser: map[string]map[string]bool{}, answers: loadAnswers()}
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.Server.Config.ConnState = func(_ net.Conn, state http.ConnState) {
 		if state == http.StateNew {
@@ -268,20 +363,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "" {
 			s.tokenOutsideAPI.Add(1)
 		}
-		LoadCapture("25-web-path-users-me").Write(w)
+		s.capture("25-web-path-users-me").Write(w)
 		return
 	}
 	if path == "system/ping" {
-		LoadCapture("20-system-ping-unauth").Write(w) // needs no token
+		s.capture("20-system-ping-unauth").Write(w) // needs no token
 		return
 	}
 	if r.URL.Query().Get("access_token") != "" {
-		LoadCapture("10-users-me-pat-in-query").Write(w)
+		s.capture("10-users-me-pat-in-query").Write(w)
 		return
 	}
 	token, ok := bearer(r.Header.Get("Authorization"))
 	if !ok {
-		LoadCapture("09-users-me-no-auth").Write(w)
+		s.capture("09-users-me-no-auth").Write(w)
 		return
 	}
 	// Like Mattermost, the first use of a token makes its session; the
@@ -299,21 +394,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if p == nil {
-		LoadCapture("08-users-me-garbage-26char").Write(w)
+		s.capture("08-users-me-garbage-26char").Write(w)
 		return
 	}
 	switch {
 	case path == "users/me" && r.Method == http.MethodGet:
-		c := LoadCapture("05-users-me-valid-bearer")
+		c, t := s.capture("05-users-me-valid-bearer"), s.answers.user
 		if tok.user.IsBot {
-			c = LoadCapture("26-users-me-bot")
+			c, t = s.capture("26-users-me-bot"), s.answers.bot
 		}
-		var user map[string]any
-		if err := json.Unmarshal(c.Body, &user); err != nil {
-			panic(err)
-		}
-		user["id"], user["username"], user["email"] = tok.user.ID, tok.user.Username, tok.user.Email
-		c.Body, _ = json.Marshal(user)
+		c.Body = t.render(nil, map[string]string{"id": jsonString(tok.user.ID), "username": jsonString(tok.user.Username),
+			"email": jsonString(tok.user.Email)})
 		c.Write(w)
 	case path == "users/me/sessions" && r.Method == http.MethodGet:
 		s.writeSessions(w, tok.user.ID)
@@ -327,31 +418,22 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 // writeSessions answers like capture 11: the account's sessions, one per
 // used token plus a web login whose csrf secret must never leave mmconnect.
 func (s *Server) writeSessions(w http.ResponseWriter, userID string) {
-	c := LoadCapture("11-users-me-sessions-with-pat")
-	var captured []map[string]any
-	if err := json.Unmarshal(c.Body, &captured); err != nil {
-		panic(err)
-	}
-	patTemplate, web := captured[0], captured[1]
-	var out []map[string]any
+	c := s.capture("11-users-me-sessions-with-pat")
+	user := jsonString(userID)
+	body := []byte{'['}
 	s.mu.Lock()
 	for token := range s.byUser[userID] {
 		p := s.tokens[token]
 		if p.session.IsZero() {
 			continue
 		}
-		sess := map[string]any{}
-		for k, v := range patTemplate {
-			sess[k] = v
-		}
-		sess["id"], sess["user_id"], sess["create_at"] = TokenIDOf(p.id), userID, p.session.UnixMilli()
-		sess["props"] = map[string]any{"is_guest": "false", "type": "UserAccessToken", "user_access_token_id": p.id}
-		out = append(out, sess)
+		body = s.answers.patSession.render(body, map[string]string{"id": jsonString(TokenIDOf(p.id)), "user_id": user,
+			"create_at": strconv.FormatInt(p.session.UnixMilli(), 10), "token_id": jsonString(p.id)})
+		body = append(body, ',')
 	}
 	s.mu.Unlock()
-	web["user_id"] = userID
-	out = append(out, web)
-	c.Body, _ = json.Marshal(out)
+	body = s.answers.webSession.render(body, map[string]string{"user_id": user})
+	c.Body = append(body, ']')
 	c.Write(w)
 }
 
@@ -368,7 +450,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, caller pat) {
 	}
 	_ = json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body)
 	if caller.user.NoRevokeRole {
-		LoadCapture("18a-self-revoke-without-role").Write(w)
+		s.capture("18a-self-revoke-without-role").Write(w)
 		return
 	}
 	s.mu.Lock()
@@ -383,10 +465,10 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, caller pat) {
 	}
 	s.mu.Unlock()
 	if found == "" {
-		LoadCapture("13a-revoke-bogus-id-to-log-audit").Write(w)
+		s.capture("13a-revoke-bogus-id-to-log-audit").Write(w)
 		return
 	}
-	LoadCapture("14-self-revoke-pat").Write(w)
+	s.capture("14-self-revoke-pat").Write(w)
 }
 
 // bearer reads "Bearer <t>" (any case) or "Token <t>", as Mattermost does.
