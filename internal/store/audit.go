@@ -33,7 +33,12 @@ func (s *Store) AddAuditEvent(ctx context.Context, e audit.Event) error {
 
 // insertAudit writes e in the transaction tx.
 func (s *Store) insertAudit(tx *gorm.DB, e audit.Event) error {
-	return s.auditStmt.exec(tx, e.ID, micros(e.At), e.Actor, e.Action, e.ConnectionID, e.ClientIP, e.RequestID, e.Detail)
+	return s.auditStmt.exec(tx, auditValues(e)...)
+}
+
+// auditValues are e's columns in auditStmt's order.
+func auditValues(e audit.Event) []any {
+	return []any{e.ID, micros(e.At), e.Actor, e.Action, e.ConnectionID, e.ClientIP, e.RequestID, e.Detail}
 }
 
 // ListAuditEvents implements audit.Store.

@@ -35,6 +35,16 @@ type eventRow struct {
 
 func (eventRow) TableName() string { return "webhook_events" }
 
+// eventColumns are webhook_events' columns in the order of
+// eventRow.values.
+const eventColumns = "id, connection_id, sequence, type, occurred_at, snapshot, status, attempts, next_attempt_at, deadline, " +
+	"last_attempt_at, last_response_status, last_error, created_at, settled_at"
+
+func (r eventRow) values() []any {
+	return []any{r.ID, r.ConnectionID, r.Sequence, r.Type, r.OccurredAt, r.Snapshot, r.Status, r.Attempts, r.NextAttemptAt,
+		r.Deadline, r.LastAttemptAt, r.LastResponseStatus, r.LastError, r.CreatedAt, r.SettledAt}
+}
+
 type revocationRow struct {
 	ConnectionID  string `gorm:"primaryKey"`
 	ServerURL     string
@@ -85,39 +95,58 @@ func fromEventRow(r eventRow) (webhook.Delivery, error) {
 	return d, nil
 }
 
-// recordChange writes what a change records beside the connection, inside
-// its transaction: the events, numbered from firstSeq, and a pending
-// upstream revocation.
-func (s *Store) recordChange(tx *gorm.DB, connID string, firstSeq int64, ch connection.Change) error {
-	if len(ch.Events) > 0 {
-		rows := make([]eventRow, len(ch.Events))
-		for i, ev := range ch.Events {
-			ev.Sequence = firstSeq + int64(i)
-			r, err := newEventRow(connID, ev)
-			if err != nil {
-				return err
-			}
-			rows[i] = r
+// stmt is one statement of a write: a prepared hot write and its
+// arguments.
+type stmt struct {
+	w    *writeStmt
+	args []any
+}
+
+// changeStmts are the statements that record what a change records beside
+// the connection, in its transaction: the events, numbered from firstSeq,
+// its audit event, the sealing key it used and a pending upstream
+// revocation. The one list serves both ways of running a write:
+// recordChange runs it statement by statement, and a create on PostgreSQL
+// sends it in one pipelined batch. Errors: an event's snapshot cannot be
+// encoded.
+func (s *Store) changeStmts(connID string, firstSeq int64, ch connection.Change) ([]stmt, error) {
+	var out []stmt
+	for i, ev := range ch.Events {
+		ev.Sequence = firstSeq + int64(i)
+		r, err := newEventRow(connID, ev)
+		if err != nil {
+			return nil, err
 		}
-		if err := tx.Create(&rows).Error; err != nil {
-			return err
-		}
+		out = append(out, stmt{s.eventStmt, r.values()})
 	}
 	if e := ch.Audit; e != nil {
-		if err := s.insertAudit(tx, *e); err != nil {
-			return err
-		}
+		out = append(out, stmt{s.auditStmt, auditValues(*e)})
 	}
 	if ch.SealingKey != "" {
-		if err := s.sealingKeyStmt.exec(tx, ch.SealingKey); err != nil {
-			return err
-		}
+		out = append(out, stmt{s.sealingKeyStmt, []any{ch.SealingKey}})
 	}
 	if p := ch.Revocation; p != nil {
-		row := revocationRow{ConnectionID: p.ConnectionID, ServerURL: p.ServerURL, TokenID: p.TokenID,
-			SealedToken: string(p.SealedToken), Attempts: p.Attempts, CreatedAt: micros(p.CreatedAt),
-			NextAttemptAt: micros(p.NextAttemptAt)}
-		if err := tx.Create(&row).Error; err != nil {
+		out = append(out, stmt{s.revocationStmt, []any{p.ConnectionID, p.ServerURL, p.TokenID, string(p.SealedToken), p.Attempts,
+			micros(p.CreatedAt), micros(p.NextAttemptAt)}})
+	}
+	return out, nil
+}
+
+// recordChange writes what a change records beside the connection, inside
+// its transaction tx (changeStmts). Errors: the statements'.
+func (s *Store) recordChange(tx *gorm.DB, connID string, firstSeq int64, ch connection.Change) error {
+	stmts, err := s.changeStmts(connID, firstSeq, ch)
+	if err != nil {
+		return err
+	}
+	return execAll(tx, stmts)
+}
+
+// execAll runs stmts in order in the transaction tx, stopping at the first
+// error.
+func execAll(tx *gorm.DB, stmts []stmt) error {
+	for _, st := range stmts {
+		if err := st.w.exec(tx, st.args...); err != nil {
 			return err
 		}
 	}

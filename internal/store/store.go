@@ -43,7 +43,7 @@ type Store struct {
 	readStmts sync.Map
 	// The hottest writes, prepared once on the writer pool and run in a
 	// transaction with inTx.
-	insertStmt, liveCountStmt, auditStmt, sealingKeyStmt *writeStmt
+	insertStmt, liveCountStmt, auditStmt, sealingKeyStmt, eventStmt, revocationStmt *writeStmt
 	// savepointStmt and rollbackToStmt (SQLite) frame each caller's
 	// writes in the group commit.
 	savepointStmt, rollbackToStmt *writeStmt
@@ -159,7 +159,8 @@ func (s *Store) Close() error {
 		stmt.(*sql.Stmt).Close()
 		return true
 	})
-	for _, w := range []*writeStmt{s.insertStmt, s.liveCountStmt, s.auditStmt, s.sealingKeyStmt, s.endUserLockStmt, s.savepointStmt, s.rollbackToStmt} {
+	for _, w := range []*writeStmt{s.insertStmt, s.liveCountStmt, s.auditStmt, s.sealingKeyStmt, s.eventStmt, s.revocationStmt,
+		s.endUserLockStmt, s.savepointStmt, s.rollbackToStmt} {
 		if w != nil {
 			w.stmt.Close()
 		}
@@ -360,39 +361,46 @@ func (s *Store) wrap(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-// Create implements connection.Store.
+// Create implements connection.Store. On SQLite the create is one more
+// write of the group commit; on PostgreSQL its transaction is sent as one
+// pipelined batch (createPipelined).
 func (s *Store) Create(ctx context.Context, c connection.Connection, ch connection.Change) error {
 	ctx, cancel := s.op(ctx, "store.Create")
 	defer cancel()
 	row := toRow(c)
 	row.EventSeq = int64(len(ch.Events))
-	err := s.tx(ctx, func(tx *gorm.DB) error {
-		if ch.MaxLivePerEndUser > 0 && c.EndUserID != nil {
-			if err := s.checkCap(tx, *c.EndUserID, ch.MaxLivePerEndUser); err != nil {
-				return err
+	rest, err := s.changeStmts(c.ID, 1, ch)
+	if err != nil {
+		return s.wrap("create connection", err)
+	}
+	stmts := append([]stmt{{s.insertStmt, row.values()}}, rest...)
+	capped := ch.MaxLivePerEndUser > 0 && c.EndUserID != nil
+	if s.dialect == "postgres" {
+		var lc *liveCap
+		if capped {
+			lc = &liveCap{endUserID: *c.EndUserID, max: ch.MaxLivePerEndUser}
+		}
+		err = s.createPipelined(ctx, lc, stmts)
+	} else {
+		err = s.tx(ctx, func(tx *gorm.DB) error {
+			if capped {
+				if err := s.checkCap(tx, *c.EndUserID, ch.MaxLivePerEndUser); err != nil {
+					return err
+				}
 			}
-		}
-		if err := s.insertStmt.exec(tx, row.values()...); err != nil {
-			return err
-		}
-		return s.recordChange(tx, c.ID, 1, ch)
-	})
+			return execAll(tx, stmts)
+		})
+	}
 	if errors.Is(err, connection.ErrTooManyConnections) {
 		return err
 	}
 	return s.wrap("create connection", err)
 }
 
-// checkCap refuses a new connection of an end user who has max live ones.
-// SQLite runs one write transaction at a time; on PostgreSQL a
-// transaction-scoped advisory lock on the end user serialises the creates
-// that could race past the count.
+// checkCap refuses a new connection of an end user who has max live ones;
+// SQLite runs one write transaction at a time, so the count stands until
+// the commit. Errors: ErrTooManyConnections (wrapped), the query's.
 func (s *Store) checkCap(tx *gorm.DB, endUserID string, max int) error {
-	if s.dialect == "postgres" {
-		if err := s.endUserLockStmt.exec(tx, endUserID); err != nil {
-			return err
-		}
-	}
 	count, err := s.liveCountStmt.in(tx)
 	if err != nil {
 		return err
@@ -401,6 +409,12 @@ func (s *Store) checkCap(tx *gorm.DB, endUserID string, max int) error {
 	if err := count.QueryRowContext(tx.Statement.Context, endUserID).Scan(&n); err != nil {
 		return err
 	}
+	return overCap(n, max)
+}
+
+// overCap is ErrTooManyConnections when an end user's n live connections
+// leave no room under max.
+func overCap(n int64, max int) error {
 	if n >= int64(max) {
 		return fmt.Errorf("end user has %d live connections: %w", n, connection.ErrTooManyConnections)
 	}
@@ -478,6 +492,8 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.liveCountStmt, "SELECT COUNT(*) FROM connections WHERE end_user_id = ? AND status <> 'revoked'"},
 		{&s.auditStmt, "INSERT INTO audit_events (id, at, actor, action, connection_id, client_ip, request_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&s.sealingKeyStmt, "INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING"},
+		{&s.eventStmt, "INSERT INTO webhook_events (" + eventColumns + ") VALUES (" + strings.Repeat("?, ", strings.Count(eventColumns, ",")) + "?)"},
+		{&s.revocationStmt, "INSERT INTO pending_revocations (connection_id, server_url, token_id, sealed_token, attempts, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)"},
 	}
 	switch s.dialect {
 	case "sqlite":
@@ -529,16 +545,22 @@ func (w *writeStmt) in(tx *gorm.DB) (*sql.Stmt, error) {
 func (w *writeStmt) exec(tx *gorm.DB, args ...any) error {
 	begin := time.Now()
 	st, err := w.in(tx)
+	n := int64(-1)
 	if err == nil {
 		var res sql.Result
 		if res, err = st.ExecContext(tx.Statement.Context, args...); err == nil {
-			n, _ := res.RowsAffected()
-			tx.Logger.Trace(tx.Statement.Context, begin, func() (string, int64) { return w.query, n }, nil)
-			return nil
+			n, _ = res.RowsAffected()
 		}
 	}
-	tx.Logger.Trace(tx.Statement.Context, begin, func() (string, int64) { return w.query, -1 }, err)
-	if t, ok := tx.Dialector.(gorm.ErrorTranslator); ok {
+	return traced(tx.Statement.Context, tx, begin, func() string { return w.query }, n, err)
+}
+
+// traced logs a statement that began at begin and touched n rows (-1 when
+// it failed) to db's SQL log, by its text with placeholders (never its
+// values), and translates its error as db's dialect does.
+func traced(ctx context.Context, db *gorm.DB, begin time.Time, query func() string, n int64, err error) error {
+	db.Logger.Trace(ctx, begin, func() (string, int64) { return query(), n }, err)
+	if t, ok := db.Dialector.(gorm.ErrorTranslator); ok && err != nil {
 		return t.Translate(err)
 	}
 	return err
