@@ -556,7 +556,7 @@ func (w *writeStmt) exec(tx *gorm.DB, args ...any) error {
 }
 
 // traced logs a statement that began at begin and touched n rows (-1 when
-// it failed) to db's SQL log, by its text with placeholders (never its
+// it failed or is not known) to db's SQL log, by its text with placeholders (never its
 // values), and translates its error as db's dialect does.
 func traced(ctx context.Context, db *gorm.DB, begin time.Time, query func() string, n int64, err error) error {
 	db.Logger.Trace(ctx, begin, func() (string, int64) { return query(), n }, err)
