@@ -94,3 +94,61 @@ func TestPostgresStatementTimeoutIsUnavailable(t *testing.T) {
 func TestPostgresOutboxContract(t *testing.T) {
 	storetest.RunOutbox(t, func(t *testing.T) storetest.Outbox { return openTestPostgres(t, storetest.PostgresURL(t)) })
 }
+
+// A pipelined create that fails (a conflict in the batch, or a count that
+// leaves no room after every statement ran) ends its transaction: on a
+// pool of one connection, the creates after it work on that same
+// connection (pgx would discard one left in a transaction), and the failed
+// ones left nothing behind, their audit rows included.
+func TestPostgresFailedCreatesEndTheirTransaction(t *testing.T) {
+	s, err := OpenPostgres(context.Background(), storetest.PostgresURL(t), PostgresOptions{MaxConns: 1, StatementTimeout: 2 * time.Second}, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	endUser := "eu-1"
+	conn := func(id, mmUser string) connection.Connection {
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		return connection.Connection{ID: id, ServerURL: "https://mm.example.com", EndUserID: &endUser, Status: connection.StatusActive,
+			MattermostUser: connection.MattermostUser{ID: mmUser, Username: mmUser}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"),
+			Generation: 1, CreatedAt: now, UpdatedAt: now}
+	}
+	change := func(c connection.Connection, max int) connection.Change {
+		return connection.Change{MaxLivePerEndUser: max, SealingKey: "k1", Audit: &connection.AuditEvent{ID: "aud_" + c.ID, At: c.CreatedAt,
+			Actor: "test", Action: connection.AuditConnectionCreated, ConnectionID: c.ID}}
+	}
+	steps := []struct {
+		c    connection.Connection
+		max  int
+		want error
+	}{
+		{conn("conn_a", "u1"), 2, nil},
+		{conn("conn_b", "u1"), 2, connection.ErrConflict}, // the same live account of the same end user
+		{conn("conn_c", "u2"), 2, nil},
+		{conn("conn_d", "u3"), 2, connection.ErrTooManyConnections},
+		{conn("conn_e", "u3"), 3, nil},
+	}
+	backend := func() (pid int64) {
+		if err := s.sqlDB.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	first := backend()
+	for _, st := range steps {
+		err := s.Create(ctx, st.c, change(st.c, st.max))
+		if (st.want == nil && err != nil) || (st.want != nil && !errors.Is(err, st.want)) {
+			t.Fatalf("create %s: %v, want %v", st.c.ID, err, st.want)
+		}
+		_, gerr := s.Get(ctx, st.c.ID)
+		var audits int64
+		s.db.Raw("SELECT count(*) FROM audit_events WHERE connection_id = ?", st.c.ID).Scan(&audits)
+		if stored := gerr == nil; stored != (st.want == nil) || audits != map[bool]int64{true: 1, false: 0}[stored] {
+			t.Fatalf("after create %s (%v): stored %v (%v), %d audit rows", st.c.ID, err, stored, gerr, audits)
+		}
+		if pid := backend(); pid != first {
+			t.Fatalf("after create %s (%v): the connection was replaced (backend %d, then %d)", st.c.ID, err, first, pid)
+		}
+	}
+}
