@@ -9,7 +9,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 MMCONNECT_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 export MMCONNECT_TEST_POSTGRES_URL
 
-.PHONY: run build test check unit fuzz bench clean test-browser-repeat load
+.PHONY: run build test check unit fuzz bench bench-http seed clean test-browser-repeat load
 
 run:
 	$(GO) run ./cmd/mmconnect
@@ -67,6 +67,15 @@ bench: build
 
 bench-http: build
 	$(GO) run ./cmd/mmconnect-bench -bin ./$(BIN) -seeds $(BENCH_SEEDS) -duration $(BENCH_DURATION) -postgres "$(BENCH_POSTGRES)"
+
+# Fill a database with SEED_ROWS active connections for measuring by hand
+# (about 10 s for a million): the SQLite database in SEED_DATA_DIR, or the
+# PostgreSQL at BENCH_POSTGRES (as is, not a schema of its own). Tokens are
+# sealed under the data dir's key, or MMCONNECT_ENCRYPTION_KEY(S) when set.
+SEED_ROWS     ?= 1000000
+SEED_DATA_DIR ?= ./data
+seed: build
+	$(GO) run ./cmd/mmconnect-bench -bin ./$(BIN) -seed $(SEED_ROWS) -data-dir $(SEED_DATA_DIR) -postgres "$(BENCH_POSTGRES)"
 
 clean:
 	rm -f $(BIN)

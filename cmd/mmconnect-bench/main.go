@@ -5,6 +5,7 @@
 // the server's peak RSS and the upstream TLS handshakes.
 //
 //	mmconnect-bench -bin ./mmconnect [-seeds 1000,1000000] [-duration 10s] [-postgres URL]
+//	mmconnect-bench -bin ./mmconnect -seed 1000000 [-data-dir ./data | -postgres URL]
 //
 // Each size in -seeds is a round: the database is filled with that many
 // connections (written straight into SQLite in large transactions, or
@@ -17,7 +18,9 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/base32"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -51,8 +54,17 @@ func main() {
 	seeds := flag.String("seeds", "1000", "comma-separated: connections stored before each round of measurements (e.g. 1000,1000000)")
 	duration := flag.Duration("duration", 10*time.Second, "how long each measurement runs")
 	clients := flag.Int("clients", 32, "concurrent clients")
-	postgres := flag.String("postgres", "", "measure on PostgreSQL at this URL (a schema of its own is made and dropped) instead of SQLite")
+	postgres := flag.String("postgres", "", "measure on PostgreSQL at this URL (a schema of its own is made and dropped) instead of SQLite; with -seed, the database to fill")
+	seed := flag.Int("seed", 0, "only fill a database with this many connections (-data-dir's SQLite, or -postgres) and exit")
+	dataDir := flag.String("data-dir", "./data", "with -seed: the MMCONNECT_DATA_DIR whose SQLite database (and key) to use")
 	flag.Parse()
+	if *seed > 0 {
+		if err := seedOnly(*bin, *seed, *dataDir, *postgres); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: seed:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var sizes []int
 	for _, f := range strings.Split(*seeds, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -373,7 +385,16 @@ type seeded struct {
 	base int64
 }
 
-func (s seeded) id(i int) string { return fmt.Sprintf("conn_%026d", i) }
+// idEncoding spells ids as the service does (connection.OrderedID): the
+// characters of [a-z2-7] in byte order.
+var idEncoding = base32.NewEncoding("234567abcdefghijklmnopqrstuvwxyz").WithPadding(base32.NoPadding)
+
+// id is row i's id, of the API's form and in the order of i.
+func (s seeded) id(i int) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[8:], uint64(i))
+	return "conn_" + idEncoding.EncodeToString(b[:])
+}
 
 // cursor is the listing cursor positioned at row i.
 func (s seeded) cursor(i int) string {
@@ -493,6 +514,56 @@ func seedPostgres(url, encKey string, n int) (seeded, error) {
 	}
 	_, err = conn.Exec(ctx, "ANALYZE connections")
 	return s.seeded, err
+}
+
+// seedOnly fills one database with n active connections, for measuring
+// by hand at scale: the SQLite database in dataDir, or the PostgreSQL at
+// postgresURL. It starts the binary once first, with this process's
+// environment, so the schema is current and (without
+// MMCONNECT_ENCRYPTION_KEY(S)) the data dir's key exists; the tokens are
+// sealed under that key, as the server seals them. Every seed writes the
+// same ids, so a database can be seeded once.
+func seedOnly(bin string, n int, dataDir, postgresURL string) error {
+	env := append(os.Environ(), "MMCONNECT_ADDR=127.0.0.1:0", "MMCONNECT_DATA_DIR="+dataDir)
+	if postgresURL != "" {
+		env = append(env, "MMCONNECT_DATABASE_URL="+postgresURL)
+		if os.Getenv("MMCONNECT_API_KEYS") == "" { // required with PostgreSQL; this start serves nobody
+			env = append(env, "MMCONNECT_API_KEYS=seed:"+secret.NewAPIKey())
+		}
+	}
+	srv, _, err := process.Start(bin, env)
+	if err != nil {
+		return err
+	}
+	process.Stop(srv)
+	key := os.Getenv("MMCONNECT_ENCRYPTION_KEY")
+	if keys := os.Getenv("MMCONNECT_ENCRYPTION_KEYS"); keys != "" {
+		key, _, _ = strings.Cut(keys, ",") // the first seals
+	}
+	if key == "" {
+		raw, err := os.ReadFile(filepath.Join(dataDir, "encryption-key"))
+		if err != nil {
+			return fmt.Errorf("no MMCONNECT_ENCRYPTION_KEY(S), and the data dir's key: %w", err)
+		}
+		key = string(raw)
+	}
+	t0 := time.Now()
+	var where string
+	if postgresURL != "" {
+		where = "PostgreSQL"
+		if u, perr := neturl.Parse(postgresURL); perr == nil {
+			where = u.Redacted() // no password in the output
+		}
+		_, err = seedPostgres(postgresURL, key, n)
+	} else {
+		where = filepath.Join(dataDir, "mmconnect.db")
+		_, err = seedSQLite(where, key, n)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Printf("seeded %d connections into %s in %s\n", n, where, time.Since(t0).Round(time.Millisecond))
+	return nil
 }
 
 // freshSchema makes a schema of its own in the PostgreSQL at base and

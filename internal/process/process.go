@@ -18,7 +18,9 @@ import (
 var listening = regexp.MustCompile(`"msg":"listening","addr":"([^"]+)"`)
 
 // Start runs bin with env and waits (up to 60 s) until it logs that it
-// listens; it returns the process and its base URL.
+// listens; it returns the process and its base URL. Errors: it could not
+// start, it exited first (with the last line it wrote), or the wait ran
+// out.
 func Start(bin string, env []string) (*exec.Cmd, string, error) {
 	cmd := exec.Command(bin)
 	cmd.Env = env
@@ -30,18 +32,25 @@ func Start(bin string, env []string) (*exec.Cmd, string, error) {
 		return nil, "", err
 	}
 	addr := make(chan string, 1)
+	exited := make(chan string, 1) // the last line written
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		last := ""
 		for sc.Scan() {
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
+			last = sc.Text()
+			if m := listening.FindStringSubmatch(last); m != nil {
 				addr <- m[1]
 			}
 		}
+		exited <- last
 	}()
 	select {
 	case a := <-addr:
 		return cmd, "http://" + a, nil
+	case last := <-exited:
+		cmd.Wait()
+		return nil, "", fmt.Errorf("mmconnect exited before listening: %s", last)
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
 		return nil, "", errors.New("mmconnect did not start listening within 60s")
