@@ -194,14 +194,22 @@ func (s *Service) Connect(ctx context.Context, in ConnectInput) (c Connection, c
 		serverURL = ident.ServerURL
 	}
 	tokenID := s.identifyToken(ctx, serverURL, token, ident)
+	// Most connects are new: insert first, and look for the connection to
+	// reconnect to only when the insert conflicts with it. The store
+	// reports that conflict before the cap, so a reconnect at the cap gets
+	// here too.
+	c, err = s.create(ctx, in, serverURL, token, tokenID, ident)
+	if !errors.Is(err, ErrConflict) {
+		return c, err == nil, err
+	}
 	for attempt := range maxAttempts {
 		if err := lostRace(ctx, attempt); err != nil {
 			return Connection{}, false, err
 		}
-		now := Truncate(s.now())
 		existing, err := s.store.FindLive(ctx, serverURL, ident.User.ID, in.EndUserID)
 		switch {
 		case err == nil:
+			now := Truncate(s.now())
 			c = existing
 			if err := s.applyToken(&c, token, tokenID, ident, now); err != nil {
 				return Connection{}, false, err
@@ -212,18 +220,8 @@ func (s *Service) Connect(ctx context.Context, in ConnectInput) (c Connection, c
 				continue // revoked or re-tokened meanwhile: look again
 			}
 			return c, false, err
-		case errors.Is(err, ErrNotFound):
-			c = Connection{
-				ID:         s.newID(),
-				ServerURL:  serverURL,
-				EndUserID:  in.EndUserID,
-				CreatedAt:  now,
-				Generation: 1,
-			}
-			if err := s.applyToken(&c, token, tokenID, ident, now); err != nil {
-				return Connection{}, false, err
-			}
-			err = s.save(ctx, nil, &c, Change{MaxLivePerEndUser: s.maxPerEndUser, Audit: auditFor(in.Audit, c, true, now)})
+		case errors.Is(err, ErrNotFound): // revoked meanwhile
+			c, err = s.create(ctx, in, serverURL, token, tokenID, ident)
 			if errors.Is(err, ErrConflict) {
 				continue // an identical request won the race: reconnect to it
 			}
@@ -233,6 +231,19 @@ func (s *Service) Connect(ctx context.Context, in ConnectInput) (c Connection, c
 		}
 	}
 	return Connection{}, false, fmt.Errorf("connect: gave up after %d races: %w", maxAttempts, ErrConflict)
+}
+
+// create stores a new connection of ident's account for in's end user,
+// holding token. Errors: as save's (ErrConflict when a live one exists
+// for them, ErrTooManyConnections).
+func (s *Service) create(ctx context.Context, in ConnectInput, serverURL, token, tokenID string, ident Identity) (Connection, error) {
+	now := Truncate(s.now())
+	c := Connection{ID: s.newID(), ServerURL: serverURL, EndUserID: in.EndUserID, CreatedAt: now, Generation: 1}
+	if err := s.applyToken(&c, token, tokenID, ident, now); err != nil {
+		return Connection{}, err
+	}
+	err := s.save(ctx, nil, &c, Change{MaxLivePerEndUser: s.maxPerEndUser, Audit: auditFor(in.Audit, c, true, now)})
+	return c, err
 }
 
 func (s *Service) validate(in ConnectInput) (serverURL, token string, err error) {

@@ -13,7 +13,10 @@ type Store interface {
 	// transaction, numbering ch's events from 1. It returns ErrConflict
 	// when a connection that is not revoked already exists for the same
 	// server URL, Mattermost user and end user (a nil end user counts as
-	// one value); nothing is written then.
+	// one value), and otherwise ErrTooManyConnections when the end user
+	// has ch.MaxLivePerEndUser live ones; nothing is written then. The
+	// conflict comes first, so a caller can try the insert before looking
+	// for the connection to reconnect to, even at the cap.
 	Create(ctx context.Context, c Connection, ch Change) error
 
 	// Get returns the connection with that id, or ErrNotFound.

@@ -135,6 +135,12 @@ func (l *sqlLogger) ParamsFilter(ctx context.Context, sql string, params ...any)
 func (l *sqlLogger) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
 	elapsed := time.Since(begin)
 	switch {
+	case errors.Is(err, gorm.ErrDuplicatedKey):
+		// An answer, not a failure: the store reports ErrConflict, and
+		// the caller reconnects or answers 409 (a connect tries the insert
+		// before looking for the connection to reconnect to).
+		sql, _ := fc()
+		l.log.LogAttrs(ctx, slog.LevelDebug, "sql conflict", slog.String("sql", sql), slog.Duration("took", elapsed))
 	case err != nil && !errors.Is(err, gorm.ErrRecordNotFound):
 		sql, _ := fc()
 		l.log.LogAttrs(ctx, slog.LevelError, "sql failed", slog.String("sql", sql), slog.Duration("took", elapsed), slog.String("err", err.Error()))
@@ -383,12 +389,20 @@ func (s *Store) Create(ctx context.Context, c connection.Connection, ch connecti
 		err = s.createPipelined(ctx, lc, stmts)
 	} else {
 		err = s.tx(ctx, func(tx *gorm.DB) error {
+			var live int64
 			if capped {
-				if err := s.checkCap(tx, *c.EndUserID, ch.MaxLivePerEndUser); err != nil {
+				var err error
+				if live, err = s.liveCount(tx, *c.EndUserID); err != nil {
 					return err
 				}
 			}
-			return execAll(tx, stmts)
+			if err := execAll(tx, stmts); err != nil {
+				return err // a conflict before the cap, as the contract says
+			}
+			if capped {
+				return overCap(live, ch.MaxLivePerEndUser)
+			}
+			return nil
 		})
 	}
 	if errors.Is(err, connection.ErrTooManyConnections) {
@@ -397,19 +411,17 @@ func (s *Store) Create(ctx context.Context, c connection.Connection, ch connecti
 	return s.wrap("create connection", err)
 }
 
-// checkCap refuses a new connection of an end user who has max live ones;
+// liveCount counts an end user's live connections in the transaction tx;
 // SQLite runs one write transaction at a time, so the count stands until
-// the commit. Errors: ErrTooManyConnections (wrapped), the query's.
-func (s *Store) checkCap(tx *gorm.DB, endUserID string, max int) error {
+// the commit. Errors: the query's.
+func (s *Store) liveCount(tx *gorm.DB, endUserID string) (int64, error) {
 	count, err := s.liveCountStmt.in(tx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var n int64
-	if err := count.QueryRowContext(tx.Statement.Context, endUserID).Scan(&n); err != nil {
-		return err
-	}
-	return overCap(n, max)
+	err = count.QueryRowContext(tx.Statement.Context, endUserID).Scan(&n)
+	return n, err
 }
 
 // overCap is ErrTooManyConnections when an end user's n live connections
@@ -559,10 +571,10 @@ func (w *writeStmt) exec(tx *gorm.DB, args ...any) error {
 // it failed or is not known) to db's SQL log, by its text with placeholders (never its
 // values), and translates its error as db's dialect does.
 func traced(ctx context.Context, db *gorm.DB, begin time.Time, query func() string, n int64, err error) error {
-	db.Logger.Trace(ctx, begin, func() (string, int64) { return query(), n }, err)
 	if t, ok := db.Dialector.(gorm.ErrorTranslator); ok && err != nil {
-		return t.Translate(err)
+		err = t.Translate(err)
 	}
+	db.Logger.Trace(ctx, begin, func() (string, int64) { return query(), n }, err)
 	return err
 }
 

@@ -347,6 +347,21 @@ func testCapPerEndUser(t *testing.T, s connection.Store) {
 	if ok != capacity {
 		t.Fatalf("%d of %d concurrent creates succeeded under a cap of %d", ok, n, capacity)
 	}
+	// At the cap, a create of a connection that is already live is a
+	// conflict (the caller reconnects to it), not a refusal.
+	var live []connection.Connection
+	for i := range n {
+		c := sample(i, str("capped"))
+		c.MattermostUser.ID = fmt.Sprintf("user-%d", i)
+		if _, err := s.Get(ctx, c.ID); err == nil {
+			live = append(live, c)
+		}
+	}
+	again := live[0]
+	again.ID = "conn_again"
+	if err := s.Create(ctx, again, connection.Change{MaxLivePerEndUser: capacity}); !errors.Is(err, connection.ErrConflict) {
+		t.Fatalf("a create of a live connection at the cap: %v, want ErrConflict", err)
+	}
 	// No end user: not capped.
 	for i := range capacity + 1 {
 		c := sample(200+i, nil)
