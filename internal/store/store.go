@@ -42,12 +42,14 @@ type Store struct {
 	// readStmts are hot reads' statements by query (readStmt).
 	readStmts sync.Map
 	// The hottest writes, prepared once on the writer pool and run in a
-	// transaction with inTx.
+	// transaction with exec; a create on PostgreSQL sends their text in
+	// one pipelined batch instead (createPipelined).
 	insertStmt, liveCountStmt, auditStmt, sealingKeyStmt, eventStmt, revocationStmt *writeStmt
 	// savepointStmt and rollbackToStmt (SQLite) frame each caller's
 	// writes in the group commit.
 	savepointStmt, rollbackToStmt *writeStmt
-	// endUserLockStmt (PostgreSQL) serialises one end user's creates.
+	// endUserLockStmt (PostgreSQL) serialises one end user's creates, in
+	// the pipelined create.
 	endUserLockStmt *writeStmt
 	sqlDB           *sql.DB
 	rsqlDB          *sql.DB
@@ -568,8 +570,9 @@ func (w *writeStmt) exec(tx *gorm.DB, args ...any) error {
 }
 
 // traced logs a statement that began at begin and touched n rows (-1 when
-// it failed or is not known) to db's SQL log, by its text with placeholders (never its
-// values), and translates its error as db's dialect does.
+// it failed or is not known) to db's SQL log, by its text with
+// placeholders (never its values), and translates its error as db's
+// dialect does.
 func traced(ctx context.Context, db *gorm.DB, begin time.Time, query func() string, n int64, err error) error {
 	if t, ok := db.Dialector.(gorm.ErrorTranslator); ok && err != nil {
 		err = t.Translate(err)
