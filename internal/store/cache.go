@@ -145,6 +145,40 @@ func (m *stateMap[K, V]) put(k K, v V, s walState) {
 	m.m[k] = stateEntry[V]{v: v, state: s}
 }
 
+// byID and byQuery are the cache's maps, for readThrough: rows by id, and
+// listing pages by their query (pageKey).
+func (c *rowCache) byID() *stateMap[string, connectionRow]      { return c.rows }
+func (c *rowCache) byQuery() *stateMap[string, []connectionRow] { return c.pages }
+
+// pageKey names a listing page in the cache: its query and arguments.
+func pageKey(q string, args []any) string { return fmt.Sprintf("%s%q", q, args) }
+
+// readThrough is the one way the store reads through the cache. It serves
+// key's value from the map that m picks while the database is still in
+// the state the value was read under, and otherwise reads it with read and
+// keeps a good read, tagged with the state taken before it: a commit in
+// between leaves the entry stale, never wrong. Without a cache (c is nil,
+// as on PostgreSQL), or while a commit is being published, it only reads,
+// and key is not computed. Errors: read's.
+func readThrough[K comparable, V any](c *rowCache, m func(*rowCache) *stateMap[K, V], key func() K, read func() (V, error)) (V, error) {
+	if c == nil {
+		return read()
+	}
+	st, ok := c.state()
+	if !ok {
+		return read()
+	}
+	k, sm := key(), m(c)
+	if v, hit := sm.get(k, st); hit {
+		return v, nil
+	}
+	v, err := read()
+	if err == nil {
+		sm.put(k, v, st)
+	}
+	return v, err
+}
+
 func (c *rowCache) close() {
 	c.shm.Close()
 	c.pin.Close()

@@ -95,7 +95,7 @@ func cacheHit(s *Store, reader, id string) bool {
 		return hit
 	}
 	q, args := listQuery(connection.ListFilter{Limit: 51})
-	_, hit := s.cache.pages.get(fmt.Sprintf("%s%q", q, args), st)
+	_, hit := s.cache.pages.get(pageKey(q, args), st)
 	return hit
 }
 
@@ -106,8 +106,7 @@ func TestRowCacheNeverServesAnOldRow(t *testing.T) {
 	for _, r := range readers {
 		t.Run(r.name, func(t *testing.T) {
 			s, path, c := cachedStore(t)
-			other := openPlain(t, "file:"+path+"?_busy_timeout=10000")
-			defer other.Close()
+			other := otherConnection(t, path)
 			for i := 1; i <= 200; i++ {
 				username(t, s, r.read, c.ID) // cached now
 				name := "v" + strconv.Itoa(i)
@@ -171,8 +170,7 @@ func TestRowCacheUnderConcurrentWrites(t *testing.T) {
 	for _, r := range readers {
 		t.Run(r.name, func(t *testing.T) {
 			s, path, c := cachedStore(t)
-			other := openPlain(t, "file:"+path+"?_busy_timeout=10000")
-			defer other.Close()
+			other := otherConnection(t, path)
 			var committed atomic.Int64
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
@@ -257,6 +255,14 @@ func TestRowCacheKeepsItsWALIndex(t *testing.T) {
 	if after, ok := c.state(); !ok || after == before {
 		t.Fatal("a commit after the other connections closed did not change the state the cache reads")
 	}
+}
+
+// otherConnection opens the database at path beside the store, as
+// another process would, for the test's life.
+func otherConnection(t *testing.T, path string) *sql.DB {
+	db := openPlain(t, "file:"+path+"?_busy_timeout=10000")
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func openPlain(t *testing.T, dsn string) *sql.DB {

@@ -439,19 +439,8 @@ func overCap(n int64, max int) error {
 func (s *Store) Get(ctx context.Context, id string) (connection.Connection, error) {
 	ctx, cancel := s.op(ctx, "store.Get")
 	defer cancel()
-	var state walState
-	cached := false
-	if s.cache != nil {
-		if state, cached = s.cache.state(); cached {
-			if row, ok := s.cache.rows.get(id, state); ok {
-				return fromRow(row), nil
-			}
-		}
-	}
-	row, err := scanConnection(s.getStmt.QueryRowContext(ctx, id))
-	if err == nil && cached {
-		s.cache.rows.put(row.ID, row, state)
-	}
+	row, err := readThrough(s.cache, (*rowCache).byID, func() string { return id },
+		func() (connectionRow, error) { return scanConnection(s.getStmt.QueryRowContext(ctx, id)) })
 	if errors.Is(err, sql.ErrNoRows) {
 		return connection.Connection{}, connection.ErrNotFound
 	}
@@ -614,23 +603,10 @@ func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection
 	ctx, cancel := s.op(ctx, "store.List")
 	defer cancel()
 	q, args := listQuery(f)
-	var state walState
-	var key string
-	cached := false
-	if s.cache != nil {
-		if state, cached = s.cache.state(); cached {
-			key = fmt.Sprintf("%s%q", q, args)
-			if page, ok := s.cache.pages.get(key, state); ok {
-				return fromRows(page), nil
-			}
-		}
-	}
-	page, err := s.listRows(ctx, q, args, f.Limit)
+	page, err := readThrough(s.cache, (*rowCache).byQuery, func() string { return pageKey(q, args) },
+		func() ([]connectionRow, error) { return s.listRows(ctx, q, args, f.Limit) })
 	if err != nil {
 		return nil, s.wrap("list connections", err)
-	}
-	if cached {
-		s.cache.pages.put(key, page, state)
 	}
 	return fromRows(page), nil
 }
