@@ -136,10 +136,15 @@ var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 // mmconnect mints (connections, connect sessions, request ids).
 func RandomID(prefix string) string {
 	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	randomBits(b[:])
+	return prefix + strings.ToLower(idEncoding.EncodeToString(b[:]))
+}
+
+// randomBits fills b from crypto/rand.
+func randomBits(b []byte) {
+	if _, err := rand.Read(b); err != nil {
 		panic("connection: no randomness: " + err.Error()) // crypto/rand never fails on supported systems
 	}
-	return prefix + strings.ToLower(idEncoding.EncodeToString(b[:]))
 }
 
 // orderedEncoding has RandomID's characters in their byte order, so the
@@ -156,9 +161,7 @@ var orderedEncoding = base32.NewEncoding("234567abcdefghijklmnopqrstuvwxyz").Wit
 // grant access (connect sessions) stay wholly random.
 func OrderedID(prefix string) string {
 	var b [16]byte
-	if _, err := rand.Read(b[6:]); err != nil {
-		panic("connection: no randomness: " + err.Error()) // crypto/rand never fails on supported systems
-	}
+	randomBits(b[6:])
 	ms := uint64(time.Now().UnixMilli())
 	for i := 5; i >= 0; i-- {
 		b[i] = byte(ms)

@@ -112,6 +112,10 @@ func classifyPostgres(err error) error {
 	return nil
 }
 
+// endUserLockQuery serialises one end user's creates in the pipelined
+// create: a transaction-scoped advisory lock on the end user.
+const endUserLockQuery = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))"
+
 // liveCap is the per-end-user limit a create must respect.
 type liveCap struct {
 	endUserID string
@@ -142,7 +146,7 @@ func (s *Store) createPipelined(ctx context.Context, lc *liveCap, stmts []stmt) 
 		b.Queue("BEGIN")
 		var live int64
 		if lc != nil {
-			b.Queue(s.endUserLockStmt.query, lc.endUserID)
+			b.Queue(endUserLockQuery, lc.endUserID)
 			b.Queue(s.liveCountStmt.query, lc.endUserID).QueryRow(func(row pgx.Row) error { return row.Scan(&live) })
 		}
 		for _, st := range stmts {

@@ -48,13 +48,10 @@ type Store struct {
 	// savepointStmt and rollbackToStmt (SQLite) frame each caller's
 	// writes in the group commit.
 	savepointStmt, rollbackToStmt *writeStmt
-	// endUserLockStmt (PostgreSQL) serialises one end user's creates, in
-	// the pipelined create.
-	endUserLockStmt *writeStmt
-	sqlDB           *sql.DB
-	rsqlDB          *sql.DB
-	dialect         string
-	classify        func(error) error
+	sqlDB                         *sql.DB
+	rsqlDB                        *sql.DB
+	dialect                       string
+	classify                      func(error) error
 	// opTimeout bounds one operation from the client side, so a database
 	// that stops answering yields ErrUnavailable rather than a hang.
 	opTimeout time.Duration
@@ -168,7 +165,7 @@ func (s *Store) Close() error {
 		return true
 	})
 	for _, w := range []*writeStmt{s.insertStmt, s.liveCountStmt, s.auditStmt, s.sealingKeyStmt, s.eventStmt, s.revocationStmt,
-		s.endUserLockStmt, s.savepointStmt, s.rollbackToStmt} {
+		s.savepointStmt, s.rollbackToStmt} {
 		if w != nil {
 			w.stmt.Close()
 		}
@@ -498,11 +495,8 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.eventStmt, "INSERT INTO webhook_events (" + eventColumns + ") VALUES (" + strings.Repeat("?, ", strings.Count(eventColumns, ",")) + "?)"},
 		{&s.revocationStmt, "INSERT INTO pending_revocations (connection_id, server_url, token_id, sealed_token, attempts, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)"},
 	}
-	switch s.dialect {
-	case "sqlite":
+	if s.dialect == "sqlite" {
 		writes = append(writes, prepared{&s.savepointStmt, "SAVEPOINT w"}, prepared{&s.rollbackToStmt, "ROLLBACK TO w"})
-	case "postgres":
-		writes = append(writes, prepared{&s.endUserLockStmt, "SELECT pg_advisory_xact_lock(hashtextextended(?, 7))"})
 	}
 	for _, p := range writes {
 		q := s.rebind(p.query)
