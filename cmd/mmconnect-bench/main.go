@@ -18,7 +18,6 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"encoding/base32"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -43,6 +42,7 @@ import (
 	"github.com/labstack/echo/v4"
 	_ "github.com/mattn/go-sqlite3"
 
+	"github.com/mmconnect/mmconnect/internal/config"
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
 	"github.com/mmconnect/mmconnect/internal/process"
@@ -160,7 +160,8 @@ type bench struct {
 	mm       *mattermosttest.Server
 	caFile   string
 	apiKey   string
-	encKey   string
+	encKey   string // the server's key, as MMCONNECT_ENCRYPTION_KEY says it
+	key      []byte // and decoded, for the seeders
 	client   *http.Client
 	bareURL  string
 	created  atomic.Int64
@@ -182,6 +183,9 @@ func run(bin string, sizes []int, clients int, d time.Duration, postgres string)
 	b := &bench{bin: bin, clients: clients, d: d, postgres: postgres, mm: mm, caFile: filepath.Join(dir, "ca.pem"),
 		apiKey: secret.NewAPIKey(), encKey: secret.NewEncryptionKey(),
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2, MaxIdleConns: clients * 2}}}
+	if b.key, err = secret.ParseKey(b.encKey); err != nil {
+		return err
+	}
 	if err := mm.WriteCAFile(b.caFile); err != nil {
 		return err
 	}
@@ -253,9 +257,9 @@ func (b *bench) round(dir string, n int) (round, error) {
 		}
 		defer drop()
 		env = append(env, "MMCONNECT_DATABASE_URL="+url)
-		seed = func() (seeded, error) { return seedPostgres(url, b.encKey, n) }
+		seed = func() (seeded, error) { return seedPostgres(url, b.key, n) }
 	} else {
-		seed = func() (seeded, error) { return seedSQLite(filepath.Join(dir, "data", "mmconnect.db"), b.encKey, n) }
+		seed = func() (seeded, error) { return seedSQLite(filepath.Join(dir, "data", "mmconnect.db"), b.key, n) }
 	}
 	// Start once to create the schema, then seed while it is stopped.
 	srv, _, err := process.Start(b.bin, env)
@@ -385,15 +389,11 @@ type seeded struct {
 	base int64
 }
 
-// idEncoding spells ids as the service does (connection.OrderedID): the
-// characters of [a-z2-7] in byte order.
-var idEncoding = base32.NewEncoding("234567abcdefghijklmnopqrstuvwxyz").WithPadding(base32.NoPadding)
-
 // id is row i's id, of the API's form and in the order of i.
 func (s seeded) id(i int) string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[8:], uint64(i))
-	return "conn_" + idEncoding.EncodeToString(b[:])
+	return connection.FormatOrderedID("conn_", b)
 }
 
 // cursor is the listing cursor positioned at row i.
@@ -413,11 +413,7 @@ type seeder struct {
 	keyID  string
 }
 
-func newSeeder(encKey string, n int) (*seeder, error) {
-	key, err := secret.ParseKey(encKey)
-	if err != nil {
-		return nil, err
-	}
+func newSeeder(key []byte, n int) (*seeder, error) {
 	sealer, err := secret.NewSealer(key)
 	if err != nil {
 		return nil, err
@@ -439,8 +435,8 @@ func (s *seeder) row(i int) ([]any, error) {
 
 // seedSQLite writes n active connections straight into the SQLite file,
 // in transactions of 10,000 rows.
-func seedSQLite(path, encKey string, n int) (seeded, error) {
-	s, err := newSeeder(encKey, n)
+func seedSQLite(path string, key []byte, n int) (seeded, error) {
+	s, err := newSeeder(key, n)
 	if err != nil {
 		return seeded{}, err
 	}
@@ -482,8 +478,8 @@ func seedSQLite(path, encKey string, n int) (seeded, error) {
 
 // seedPostgres writes n active connections with COPY, then analyzes the
 // table as autovacuum would.
-func seedPostgres(url, encKey string, n int) (seeded, error) {
-	s, err := newSeeder(encKey, n)
+func seedPostgres(url string, key []byte, n int) (seeded, error) {
+	s, err := newSeeder(key, n)
 	if err != nil {
 		return seeded{}, err
 	}
@@ -517,12 +513,12 @@ func seedPostgres(url, encKey string, n int) (seeded, error) {
 }
 
 // seedOnly fills one database with n active connections, for measuring
-// by hand at scale: the SQLite database in dataDir, or the PostgreSQL at
-// postgresURL. It starts the binary once first, with this process's
-// environment, so the schema is current and (without
-// MMCONNECT_ENCRYPTION_KEY(S)) the data dir's key exists; the tokens are
-// sealed under that key, as the server seals them. Every seed writes the
-// same ids, so a database can be seeded once.
+// by hand at scale: the one this process's environment, with dataDir and
+// postgresURL, configures the server for (the data dir's SQLite, or the
+// PostgreSQL). It starts the binary once first, so the schema is current
+// and (without MMCONNECT_ENCRYPTION_KEY(S)) the data dir's key exists; the
+// tokens are sealed under the key that seals, as the server seals them.
+// Every seed writes the same ids, so a database can be seeded once.
 func seedOnly(bin string, n int, dataDir, postgresURL string) error {
 	env := append(os.Environ(), "MMCONNECT_ADDR=127.0.0.1:0", "MMCONNECT_DATA_DIR="+dataDir)
 	if postgresURL != "" {
@@ -531,39 +527,56 @@ func seedOnly(bin string, n int, dataDir, postgresURL string) error {
 			env = append(env, "MMCONNECT_API_KEYS=seed:"+secret.NewAPIKey())
 		}
 	}
+	cfg, err := config.Load(func(name string) string { // the last setting wins, as in a process's environment
+		v := ""
+		for _, kv := range env {
+			if k, val, ok := strings.Cut(kv, "="); ok && k == name {
+				v = val
+			}
+		}
+		return v
+	})
+	if err != nil {
+		return err
+	}
 	srv, _, err := process.Start(bin, env)
 	if err != nil {
 		return err
 	}
 	process.Stop(srv)
-	key := os.Getenv("MMCONNECT_ENCRYPTION_KEY")
-	if keys := os.Getenv("MMCONNECT_ENCRYPTION_KEYS"); keys != "" {
-		key, _, _ = strings.Cut(keys, ",") // the first seals
-	}
-	if key == "" {
-		raw, err := os.ReadFile(filepath.Join(dataDir, "encryption-key"))
-		if err != nil {
-			return fmt.Errorf("no MMCONNECT_ENCRYPTION_KEY(S), and the data dir's key: %w", err)
-		}
-		key = string(raw)
+	key, err := sealingKey(cfg)
+	if err != nil {
+		return err
 	}
 	t0 := time.Now()
-	var where string
-	if postgresURL != "" {
+	where := cfg.SQLitePath
+	if cfg.PostgresURL != "" {
 		where = "PostgreSQL"
-		if u, perr := neturl.Parse(postgresURL); perr == nil {
+		if u, perr := neturl.Parse(cfg.PostgresURL); perr == nil {
 			where = u.Redacted() // no password in the output
 		}
-		_, err = seedPostgres(postgresURL, key, n)
+		_, err = seedPostgres(cfg.PostgresURL, key, n)
 	} else {
-		where = filepath.Join(dataDir, "mmconnect.db")
-		_, err = seedSQLite(where, key, n)
+		_, err = seedSQLite(cfg.SQLitePath, key, n)
 	}
 	if err != nil {
 		return err
 	}
 	fmt.Printf("seeded %d connections into %s in %s\n", n, where, time.Since(t0).Round(time.Millisecond))
 	return nil
+}
+
+// sealingKey is the key the server configured by cfg seals with: the first
+// of MMCONNECT_ENCRYPTION_KEYS, or the data dir's key file.
+func sealingKey(cfg config.Config) ([]byte, error) {
+	if len(cfg.EncryptionKeys) > 0 {
+		return cfg.EncryptionKeys[0], nil
+	}
+	v, err := secret.ReadKeyFile(cfg.EncryptionKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return secret.ParseKey(v)
 }
 
 // freshSchema makes a schema of its own in the PostgreSQL at base and

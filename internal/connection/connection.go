@@ -167,7 +167,13 @@ func OrderedID(prefix string) string {
 		b[i] = byte(ms)
 		ms >>= 8
 	}
-	return prefix + orderedEncoding.EncodeToString(b[:])
+	return FormatOrderedID(prefix, b)
+}
+
+// FormatOrderedID is prefix and bits in OrderedID's form, whose text sorts
+// as the bits do (ids made elsewhere, such as a seed's, in order).
+func FormatOrderedID(prefix string, bits [16]byte) string {
+	return prefix + orderedEncoding.EncodeToString(bits[:])
 }
 
 // NewID returns a fresh connection id: "conn_" and an OrderedID's bits.
