@@ -113,17 +113,13 @@ func (b *batcher) run() {
 
 func (b *batcher) commit(batch []*writeReq) {
 	start := time.Now()
-	defer func() {
-		b.batches.Add(1)
-		b.writes.Add(uint64(len(batch)))
-		b.busy.Add(int64(time.Since(start)))
-	}()
 	results := make([]error, len(batch))
 	tx := b.db.Begin()
 	if tx.Error != nil {
-		for _, r := range batch {
-			r.done <- tx.Error
+		for i := range results {
+			results[i] = tx.Error
 		}
+		b.answer(batch, results, start)
 		return
 	}
 	for i, r := range batch {
@@ -149,7 +145,7 @@ func (b *batcher) commit(batch []*writeReq) {
 						results[j] = fmt.Errorf("roll back a failed write: %w", rerr)
 					}
 				}
-				b.answer(batch, results)
+				b.answer(batch, results, start)
 				return
 			}
 		}
@@ -161,10 +157,16 @@ func (b *batcher) commit(batch []*writeReq) {
 			}
 		}
 	}
-	b.answer(batch, results)
+	b.answer(batch, results, start)
 }
 
-func (b *batcher) answer(batch []*writeReq, results []error) {
+// answer counts the batch, begun at start, for the operators' metrics,
+// then gives each caller its result: counted first, so that a caller who
+// has its answer finds its batch in the metrics.
+func (b *batcher) answer(batch []*writeReq, results []error, start time.Time) {
+	b.batches.Add(1)
+	b.writes.Add(uint64(len(batch)))
+	b.busy.Add(int64(time.Since(start)))
 	for i, r := range batch {
 		r.done <- results[i]
 	}
