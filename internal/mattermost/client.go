@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -222,7 +221,7 @@ func isPing(resp *http.Response, body []byte) bool {
 	var ping struct {
 		Status string `json:"status"`
 	}
-	return json.Unmarshal(body, &ping) == nil && ping.Status != ""
+	return decodeAnswer(body, &ping) == nil && ping.Status != ""
 }
 
 func (c *Client) get(ctx context.Context, target *url.URL, token string) (*http.Response, error) {

@@ -2,13 +2,14 @@ package mattermost
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	json "github.com/go-json-experiment/json"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
 )
@@ -47,7 +48,11 @@ func (c *Client) TokenID(ctx context.Context, serverURL, token string, firstUse 
 		return "", fmt.Errorf("sessions of %s: answered %d", serverURL, resp.StatusCode)
 	}
 	var sessions []session
-	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxBody)).Decode(&sessions); err != nil {
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody))
+	if err == nil {
+		err = decodeAnswer(raw, &sessions)
+	}
+	if err != nil {
 		return "", fmt.Errorf("sessions of %s: unreadable answer", serverURL)
 	}
 	return pickTokenID(sessions, firstUse), nil
