@@ -4,7 +4,7 @@
 // (the ceiling), and reports req/s and p50/p99 for get, list and create,
 // the server's peak RSS and the upstream TLS handshakes.
 //
-//	mmconnect-bench -bin ./mmconnect [-seeds 1000,1000000] [-duration 10s] [-postgres URL]
+//	mmconnect-bench -bin ./mmconnect [-seeds 1000,1000000] [-duration 10s] [-postgres URL] [-load go|wrk]
 //	mmconnect-bench -bin ./mmconnect -seed 1000000 [-data-dir ./data | -postgres URL]
 //
 // Each size in -seeds is a round: the database is filled with that many
@@ -54,6 +54,7 @@ func main() {
 	seeds := flag.String("seeds", "1000", "comma-separated: connections stored before each round of measurements (e.g. 1000,1000000)")
 	duration := flag.Duration("duration", 10*time.Second, "how long each measurement runs")
 	clients := flag.Int("clients", 32, "concurrent clients")
+	loadGen := flag.String("load", "go", "the load generator: go (this process's HTTP client) or wrk (the wrk command, which takes less of the machine)")
 	postgres := flag.String("postgres", "", "measure on PostgreSQL at this URL (a schema of its own is made and dropped) instead of SQLite; with -seed, the database to fill")
 	seed := flag.Int("seed", 0, "only fill a database with this many connections (-data-dir's SQLite, or -postgres) and exit")
 	dataDir := flag.String("data-dir", "./data", "with -seed: the MMCONNECT_DATA_DIR whose SQLite database (and key) to use")
@@ -74,7 +75,11 @@ func main() {
 		}
 		sizes = append(sizes, n)
 	}
-	if err := run(*bin, sizes, *clients, *duration, *postgres); err != nil {
+	if *loadGen != "go" && *loadGen != "wrk" {
+		fmt.Fprintf(os.Stderr, "bench: -load: %q is neither go nor wrk\n", *loadGen)
+		os.Exit(2)
+	}
+	if err := run(*bin, sizes, *clients, *duration, *postgres, *loadGen); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -157,6 +162,7 @@ type bench struct {
 	clients  int
 	d        time.Duration
 	postgres string
+	load     string // the load generator: "go" or "wrk"
 	mm       *mattermosttest.Server
 	caFile   string
 	apiKey   string
@@ -170,9 +176,12 @@ type bench struct {
 // creators is how many stand-in accounts the creates cycle through.
 const creators = 1 << 16
 
+// created201 is the server's count of creates answered 201, in /metrics.
+const created201 = `mmconnect_http_request_duration_seconds_count{method="POST",route="/connections",status="201"}`
+
 func token(i int) string { return fmt.Sprintf("b%09d%s", i, strings.Repeat("a", 16)) }
 
-func run(bin string, sizes []int, clients int, d time.Duration, postgres string) error {
+func run(bin string, sizes []int, clients int, d time.Duration, postgres, loadGen string) error {
 	mm := mattermosttest.Start()
 	defer mm.Close()
 	dir, err := os.MkdirTemp("", "mmconnect-bench-")
@@ -180,7 +189,7 @@ func run(bin string, sizes []int, clients int, d time.Duration, postgres string)
 		return err
 	}
 	defer os.RemoveAll(dir)
-	b := &bench{bin: bin, clients: clients, d: d, postgres: postgres, mm: mm, caFile: filepath.Join(dir, "ca.pem"),
+	b := &bench{bin: bin, clients: clients, d: d, postgres: postgres, load: loadGen, mm: mm, caFile: filepath.Join(dir, "ca.pem"),
 		apiKey: secret.NewAPIKey(), encKey: secret.NewEncryptionKey(),
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2, MaxIdleConns: clients * 2}}}
 	if b.key, err = secret.ParseKey(b.encKey); err != nil {
@@ -204,7 +213,7 @@ func run(bin string, sizes []int, clients int, d time.Duration, postgres string)
 	if postgres != "" {
 		database = "PostgreSQL on this machine"
 	}
-	fmt.Printf("%s, %d clients, %s per measurement\n", database, clients, d)
+	fmt.Printf("%s, %d clients, %s per measurement, load from %s\n", database, clients, d, map[string]string{"go": "this process's Go client", "wrk": "wrk"}[loadGen])
 	var rounds []round
 	for _, n := range sizes {
 		r, err := b.round(filepath.Join(dir, fmt.Sprintf("r%d", n)), n)
@@ -282,29 +291,59 @@ func (b *bench) round(dir string, n int) (round, error) {
 	defer process.Stop(srv)
 
 	get := func(url string) error { return b.call("GET", url, nil, http.StatusOK) }
-	deep := base + "/connections?limit=50&cursor=" + rows.cursor(n/2)
-	measure := func(name string, do func(client, i int) error) result {
+	deep := "/connections?limit=50&cursor=" + rows.cursor(n/2)
+	measure := func(name string, do func(client, i int) error, wreq wrkRequest, url string) (result, error) {
 		before := cpuSnapshot(srv.Process.Pid)
-		r := load(name, b.clients, b.d, do)
+		if b.load != "wrk" {
+			r := load(name, b.clients, b.d, do)
+			r.cpu = cpuSnapshot(srv.Process.Pid).since(before)
+			return r, nil
+		}
+		offset := b.created.Add(wrkOffsetStep) - wrkOffsetStep
+		r, wrkCPU, err := runWrk(dir, name, url, wreq, b.clients, b.d, []string{"BENCH_KEY=" + b.apiKey,
+			fmt.Sprintf("BENCH_ROWS=%d", n), "BENCH_MM=" + b.mm.URL, fmt.Sprintf("BENCH_CREATORS=%d", creators), fmt.Sprintf("BENCH_OFFSET=%d", offset)})
 		r.cpu = cpuSnapshot(srv.Process.Pid).since(before)
-		return r
+		r.cpu.bench, r.cpu.rest = r.cpu.bench+wrkCPU, r.cpu.rest-wrkCPU
+		return r, err
 	}
-	results := []result{
-		measure(nameBare, func(int, int) error { return get(b.bareURL) }),
-		measure(nameGet, func(int, int) error { return get(base + "/connections/" + rows.id(0)) }),
-		measure(nameGetAny, func(int, int) error { return get(base + "/connections/" + rows.id(rand.IntN(n))) }),
-		measure(nameList, func(int, int) error { return get(base + "/connections?limit=50") }),
-		measure(nameListDeep, func(int, int) error { return get(deep) }),
+	var results []result
+	for _, m := range []struct {
+		name string
+		do   func(client, i int) error
+		wrk  wrkRequest
+		url  string
+	}{
+		{nameBare, func(int, int) error { return get(b.bareURL) }, wrkRequest{mode: "get"}, b.bareURL},
+		{nameGet, func(int, int) error { return get(base + "/connections/" + rows.id(0)) }, wrkRequest{"get", "/connections/" + rows.id(0)}, base},
+		{nameGetAny, func(int, int) error { return get(base + "/connections/" + rows.id(rand.IntN(n))) }, wrkRequest{mode: "random"}, base},
+		{nameList, func(int, int) error { return get(base + "/connections?limit=50") }, wrkRequest{"get", "/connections?limit=50"}, base},
+		{nameListDeep, func(int, int) error { return get(base + deep) }, wrkRequest{"get", deep}, base},
+	} {
+		r, err := measure(m.name, m.do, m.wrk, m.url)
+		if err != nil {
+			return round{}, err
+		}
+		results = append(results, r)
 	}
 	handshakes := b.mm.Connections()
 	batchesBefore := scrape(b.client, base, b.apiKey)
-	results = append(results, measure(nameCreate, func(c, i int) error {
+	create, err := measure(nameCreate, func(c, i int) error {
 		k := int(b.created.Add(1))
 		body, _ := json.Marshal(map[string]any{"server_url": b.mm.URL, "token": token(k % creators), "end_user_id": fmt.Sprintf("bench-%d", k)})
 		return b.call("POST", base+"/connections", body, http.StatusCreated)
-	}))
+	}, wrkRequest{mode: "create"}, base)
+	if err != nil {
+		return round{}, err
+	}
 	handshakes = b.mm.Connections() - handshakes
 	batchesAfter := scrape(b.client, base, b.apiKey)
+	if b.load == "wrk" { // wrk takes any 2xx; a create is a 201
+		created := batchesAfter[created201] - batchesBefore[created201]
+		if short := int64(create.n) - int64(created); short > 0 {
+			create.n, create.errs = int(created), create.errs+short
+		}
+	}
+	results = append(results, create)
 
 	ceiling := results[0].rps()
 	fmt.Printf("%-34s %9s %8s %10s %10s %6s   %s\n", "", "req/s", "× bare", "p50", "p99", "errors", "CPU per request: server, bench, rest")
