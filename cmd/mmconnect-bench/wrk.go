@@ -11,11 +11,11 @@ import (
 	"time"
 )
 
-// With -load wrk the requests come from wrk (the load generator of the
-// figures the work started from) rather than from this process's Go
-// client, which costs several times wrk's CPU per request on the two cores
-// the server shares with it, and so narrows every ratio to the bare
-// handler.
+// With -load wrk the requests come from wrk, the load generator of the
+// figures the work started from, rather than from this process's Go
+// client. The Go client takes a little more of the two cores the server
+// shares with it, most of all beside the bare handler's cheap requests,
+// so its ratios to the bare handler come out higher than wrk's.
 
 // wrkRequest is a measurement's request as wrk makes it: mode "get" sends
 // GET path as is, "random" GETs a random one of rows seeded connections,

@@ -52,3 +52,33 @@ func TestDecodeAnswerReadsAsEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDecodeAnswer: the two answers every create decodes, read by
+// encoding/json (as before) and by decodeAnswer.
+func BenchmarkDecodeAnswer(b *testing.B) {
+	type user struct {
+		ID       string `json:"id"`
+		Username string `json:"username"`
+		Email    string `json:"email"`
+		IsBot    bool   `json:"is_bot"`
+	}
+	for _, tc := range []struct {
+		capture string
+		dst     func() any
+	}{
+		{"05-users-me-valid-bearer", func() any { return new(user) }},
+		{"11-users-me-sessions-with-pat", func() any { return new([]session) }},
+	} {
+		body := mattermosttest.LoadCapture(tc.capture).Body
+		for name, decode := range map[string]func([]byte, any) error{"encoding-json": json.Unmarshal, "decodeAnswer": decodeAnswer} {
+			b.Run(tc.capture+"/"+name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := decode(body, tc.dst()); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
