@@ -326,7 +326,7 @@ func (b *bench) round(dir string, n int) (round, error) {
 		results = append(results, r)
 	}
 	handshakes := b.mm.Connections()
-	batchesBefore := scrape(b.client, base, b.apiKey)
+	metricsBefore := scrape(b.client, base, b.apiKey)
 	create, err := measure(nameCreate, func(c, i int) error {
 		k := int(b.created.Add(1))
 		body, _ := json.Marshal(map[string]any{"server_url": b.mm.URL, "token": token(k % creators), "end_user_id": fmt.Sprintf("bench-%d", k)})
@@ -336,9 +336,9 @@ func (b *bench) round(dir string, n int) (round, error) {
 		return round{}, err
 	}
 	handshakes = b.mm.Connections() - handshakes
-	batchesAfter := scrape(b.client, base, b.apiKey)
+	metricsAfter := scrape(b.client, base, b.apiKey)
 	if b.load == "wrk" { // wrk takes any 2xx; a create is a 201
-		created := batchesAfter[created201] - batchesBefore[created201]
+		created := metricsAfter[created201] - metricsBefore[created201]
 		if short := int64(create.n) - int64(created); short > 0 {
 			create.n, create.errs = int(created), create.errs+short
 		}
@@ -354,9 +354,9 @@ func (b *bench) round(dir string, n int) (round, error) {
 		out.results[r.name] = r
 	}
 	fmt.Printf("upstream TLS handshakes during the creates: %d\n", handshakes)
-	if bt := batchesAfter["mmconnect_db_write_batches_total"] - batchesBefore["mmconnect_db_write_batches_total"]; bt > 0 {
-		w := batchesAfter["mmconnect_db_batched_writes_total"] - batchesBefore["mmconnect_db_batched_writes_total"]
-		busy := batchesAfter["mmconnect_db_write_batch_busy_seconds_total"] - batchesBefore["mmconnect_db_write_batch_busy_seconds_total"]
+	if bt := metricsAfter["mmconnect_db_write_batches_total"] - metricsBefore["mmconnect_db_write_batches_total"]; bt > 0 {
+		w := metricsAfter["mmconnect_db_batched_writes_total"] - metricsBefore["mmconnect_db_batched_writes_total"]
+		busy := metricsAfter["mmconnect_db_write_batch_busy_seconds_total"] - metricsBefore["mmconnect_db_write_batch_busy_seconds_total"]
 		fmt.Printf("SQLite group commit during the creates: %.0f batches, %.1f writes each, writer busy %.0f%% of the run\n",
 			bt, w/bt, 100*busy/results[len(results)-1].elapsed.Seconds())
 	}
