@@ -290,17 +290,31 @@ func (b *bench) round(dir string, n int) (round, error) {
 	fmt.Printf("start to listening: %s\n", time.Since(t0).Round(time.Millisecond))
 	defer process.Stop(srv)
 
-	get := func(url string) error { return b.call("GET", url, nil, http.StatusOK) }
-	deep := "/connections?limit=50&cursor=" + rows.cursor(n/2)
-	measure := func(name string, do func(client, i int) error, wreq wrkRequest, url string) (result, error) {
+	// The Go client's request for req: the same one wrk's script makes.
+	goRequest := func(url string, req wrkRequest) func(client, i int) error {
+		switch req.mode {
+		case "random":
+			return func(int, int) error {
+				return b.call("GET", url+"/connections/"+rows.id(rand.IntN(n)), nil, http.StatusOK)
+			}
+		case "create":
+			return func(int, int) error {
+				k := int(b.created.Add(1))
+				body, _ := json.Marshal(map[string]any{"server_url": b.mm.URL, "token": token(k % creators), "end_user_id": fmt.Sprintf("bench-%d", k)})
+				return b.call("POST", url+"/connections", body, http.StatusCreated)
+			}
+		}
+		return func(int, int) error { return b.call("GET", url+req.path, nil, http.StatusOK) }
+	}
+	measure := func(name, url string, req wrkRequest) (result, error) {
 		before := cpuSnapshot(srv.Process.Pid)
 		if b.load != "wrk" {
-			r := load(name, b.clients, b.d, do)
+			r := load(name, b.clients, b.d, goRequest(url, req))
 			r.cpu = cpuSnapshot(srv.Process.Pid).since(before)
 			return r, nil
 		}
 		offset := b.created.Add(wrkOffsetStep) - wrkOffsetStep
-		r, wrkCPU, err := runWrk(dir, name, url, wreq, b.clients, b.d, []string{"BENCH_KEY=" + b.apiKey,
+		r, wrkCPU, err := runWrk(dir, name, url, req, b.clients, b.d, []string{"BENCH_KEY=" + b.apiKey,
 			fmt.Sprintf("BENCH_ROWS=%d", n), "BENCH_MM=" + b.mm.URL, fmt.Sprintf("BENCH_CREATORS=%d", creators), fmt.Sprintf("BENCH_OFFSET=%d", offset)})
 		r.cpu = cpuSnapshot(srv.Process.Pid).since(before)
 		r.cpu.bench, r.cpu.rest = r.cpu.bench+wrkCPU, r.cpu.rest-wrkCPU
@@ -308,18 +322,16 @@ func (b *bench) round(dir string, n int) (round, error) {
 	}
 	var results []result
 	for _, m := range []struct {
-		name string
-		do   func(client, i int) error
-		wrk  wrkRequest
-		url  string
+		name, url string
+		req       wrkRequest
 	}{
-		{nameBare, func(int, int) error { return get(b.bareURL) }, wrkRequest{mode: "get"}, b.bareURL},
-		{nameGet, func(int, int) error { return get(base + "/connections/" + rows.id(0)) }, wrkRequest{"get", "/connections/" + rows.id(0)}, base},
-		{nameGetAny, func(int, int) error { return get(base + "/connections/" + rows.id(rand.IntN(n))) }, wrkRequest{mode: "random"}, base},
-		{nameList, func(int, int) error { return get(base + "/connections?limit=50") }, wrkRequest{"get", "/connections?limit=50"}, base},
-		{nameListDeep, func(int, int) error { return get(base + deep) }, wrkRequest{"get", deep}, base},
+		{nameBare, b.bareURL, wrkRequest{mode: "get"}},
+		{nameGet, base, wrkRequest{"get", "/connections/" + rows.id(0)}},
+		{nameGetAny, base, wrkRequest{mode: "random"}},
+		{nameList, base, wrkRequest{"get", "/connections?limit=50"}},
+		{nameListDeep, base, wrkRequest{"get", "/connections?limit=50&cursor=" + rows.cursor(n/2)}},
 	} {
-		r, err := measure(m.name, m.do, m.wrk, m.url)
+		r, err := measure(m.name, m.url, m.req)
 		if err != nil {
 			return round{}, err
 		}
@@ -327,11 +339,7 @@ func (b *bench) round(dir string, n int) (round, error) {
 	}
 	handshakes := b.mm.Connections()
 	metricsBefore := scrape(b.client, base, b.apiKey)
-	create, err := measure(nameCreate, func(c, i int) error {
-		k := int(b.created.Add(1))
-		body, _ := json.Marshal(map[string]any{"server_url": b.mm.URL, "token": token(k % creators), "end_user_id": fmt.Sprintf("bench-%d", k)})
-		return b.call("POST", base+"/connections", body, http.StatusCreated)
-	}, wrkRequest{mode: "create"}, base)
+	create, err := measure(nameCreate, base, wrkRequest{mode: "create"})
 	if err != nil {
 		return round{}, err
 	}

@@ -17,10 +17,10 @@ import (
 // shares with it, most of all beside the bare handler's cheap requests,
 // so its ratios to the bare handler come out higher than wrk's.
 
-// wrkRequest is a measurement's request as wrk makes it: mode "get" sends
-// GET path as is, "random" GETs a random one of rows seeded connections,
-// and "create" POSTs connections, each for a distinct end user, with the
-// stand-in's tokens in turn.
+// wrkRequest is a measurement's request, as wrk's script and the Go
+// client both make it: mode "get" sends GET path as is, "random" GETs a
+// random one of rows seeded connections, and "create" POSTs connections,
+// each for a distinct end user, with the stand-in's tokens in turn.
 type wrkRequest struct {
 	mode string
 	path string
