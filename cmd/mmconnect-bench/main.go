@@ -470,13 +470,13 @@ func newSeeder(key []byte, n int) (*seeder, error) {
 
 // row is row i's values in seedColumns' order: an active connection.
 func (s *seeder) row(i int) ([]any, error) {
-	id := s.id(i)
-	sealed, err := s.sealer.Seal([]byte(fmt.Sprintf("s%025d", i)), []byte(id))
+	id, user := s.id(i), fmt.Sprintf("s%025d", i) // the account's id is also its token
+	sealed, err := s.sealer.Seal([]byte(user), []byte(id))
 	if err != nil {
 		return nil, err
 	}
 	at := s.base + int64(i)
-	return []any{id, "https://seed.example.com", fmt.Sprintf("seed-end-%d", i), "active", fmt.Sprintf("s%025d", i), "seed",
+	return []any{id, "https://seed.example.com", fmt.Sprintf("seed-end-%d", i), "active", user, "seed",
 		"seed@example.com", "11.4.0", "aaaa", string(sealed), 1, at, at, at, at, at}, nil
 }
 

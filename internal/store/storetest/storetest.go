@@ -339,10 +339,13 @@ func testCapPerEndUser(t *testing.T, s connection.Store) {
 	mustCreate(t, s, revoked)
 	mustCreate(t, s, sample(101, str("someone-else")))
 	const n, capacity = 10, 3
-	ok := createConcurrently(t, s, n, connection.ErrTooManyConnections, func(i int) (connection.Connection, connection.Change) {
+	capped := func(i int) connection.Connection {
 		c := sample(i, str("capped"))
 		c.MattermostUser.ID = fmt.Sprintf("user-%d", i)
-		return c, connection.Change{MaxLivePerEndUser: capacity}
+		return c
+	}
+	ok := createConcurrently(t, s, n, connection.ErrTooManyConnections, func(i int) (connection.Connection, connection.Change) {
+		return capped(i), connection.Change{MaxLivePerEndUser: capacity}
 	})
 	if ok != capacity {
 		t.Fatalf("%d of %d concurrent creates succeeded under a cap of %d", ok, n, capacity)
@@ -351,8 +354,7 @@ func testCapPerEndUser(t *testing.T, s connection.Store) {
 	// conflict (the caller reconnects to it), not a refusal.
 	var live []connection.Connection
 	for i := range n {
-		c := sample(i, str("capped"))
-		c.MattermostUser.ID = fmt.Sprintf("user-%d", i)
+		c := capped(i)
 		if _, err := s.Get(ctx, c.ID); err == nil {
 			live = append(live, c)
 		}
