@@ -39,6 +39,19 @@ func benchStore(b *testing.B, s *Store) {
 			}
 		}
 	})
+	// A read the row cache cannot answer (every read, on PostgreSQL): the
+	// reader's statement cache (readerParams) is what this measures.
+	b.Run("GetUncached", func(b *testing.B) {
+		cache := s.cache
+		s.cache = nil
+		defer func() { s.cache = cache }()
+		id := benchConnection(1).ID
+		for b.Loop() {
+			if _, err := s.Get(ctx, id); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("ListPage50", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := s.List(ctx, connection.ListFilter{Limit: 51}); err != nil {

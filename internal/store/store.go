@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -34,13 +33,9 @@ type Store struct {
 	rdb *gorm.DB
 	// batch, on SQLite, commits concurrent write transactions together.
 	batch *batcher
-	// getStmt reads a connection by id (hand-written: the hottest read).
-	getStmt *sql.Stmt
 	// cache, on SQLite, serves rows read by id while the database is
 	// unchanged (see rowCache).
 	cache *rowCache
-	// readStmts are hot reads' statements by query (readStmt).
-	readStmts sync.Map
 	// The hottest writes, prepared once on the writer pool and run in a
 	// transaction with exec; a create on PostgreSQL sends their text in
 	// one pipelined batch instead (createPipelined).
@@ -62,19 +57,30 @@ type Store struct {
 // op begins one store operation: bounded by opTimeout and, with tracing
 // on, a span called name. Call the returned function when it ends.
 func (s *Store) op(ctx context.Context, name string) (context.Context, func()) {
-	var span trace.Span
-	if s.tracer != nil {
-		ctx, span = s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(attribute.String("db.system.name", s.dbSystem())))
+	ctx, end := s.span(ctx, name)
+	ctx, cancel := s.bound(ctx)
+	return ctx, func() { cancel(); end() }
+}
+
+// span begins an operation's span, with tracing on. Reads that the row
+// cache may answer take only this, and their bound when they go to the
+// database: a cache hit costs no timer.
+func (s *Store) span(ctx context.Context, name string) (context.Context, func()) {
+	if s.tracer == nil {
+		return ctx, func() {}
 	}
-	cancel := context.CancelFunc(func() {})
-	if s.opTimeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, s.opTimeout)
+	ctx, span := s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system.name", s.dbSystem())))
+	return ctx, func() { span.End() }
+}
+
+// bound limits ctx to opTimeout, so that a database that stops answering
+// yields ErrUnavailable rather than a hang.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.opTimeout <= 0 {
+		return ctx, func() {}
 	}
-	if span == nil {
-		return ctx, cancel
-	}
-	return ctx, func() { cancel(); span.End() }
+	return context.WithTimeout(ctx, s.opTimeout)
 }
 
 func (s *Store) dbSystem() string {
@@ -154,16 +160,9 @@ func (s *Store) Close() error {
 	if s.batch != nil {
 		s.batch.close()
 	}
-	if s.getStmt != nil {
-		s.getStmt.Close()
-	}
 	if s.cache != nil {
 		s.cache.close()
 	}
-	s.readStmts.Range(func(_, stmt any) bool {
-		stmt.(*sql.Stmt).Close()
-		return true
-	})
 	for _, w := range []*writeStmt{s.insertStmt, s.liveCountStmt, s.auditStmt, s.sealingKeyStmt, s.eventStmt, s.revocationStmt,
 		s.savepointStmt, s.rollbackToStmt} {
 		if w != nil {
@@ -434,10 +433,13 @@ func overCap(n int64, max int) error {
 
 // Get implements connection.Store.
 func (s *Store) Get(ctx context.Context, id string) (connection.Connection, error) {
-	ctx, cancel := s.op(ctx, "store.Get")
-	defer cancel()
-	row, err := readThrough(s.cache, (*rowCache).byID, func() string { return id },
-		func() (connectionRow, error) { return scanConnection(s.getStmt.QueryRowContext(ctx, id)) })
+	ctx, end := s.span(ctx, "store.Get")
+	defer end()
+	row, err := readThrough(s.cache, (*rowCache).byID, func() string { return id }, func() (connectionRow, error) {
+		ctx, cancel := s.bound(ctx)
+		defer cancel()
+		return scanConnection(s.rsqlDB.QueryRowContext(ctx, s.rebind(getQuery), id))
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return connection.Connection{}, connection.ErrNotFound
 	}
@@ -476,13 +478,8 @@ func (r *connectionRow) values() []any {
 		r.MattermostTokenID, r.EventSeq, r.UpstreamRevocationStatus, r.UpstreamRevocationMessage, r.UpstreamRevocationAt}
 }
 
-// prepare readies the hand-written statements on the reader pool.
+// prepare readies the hottest writes' statements on the writer pool.
 func (s *Store) prepare(ctx context.Context) error {
-	get, err := s.rsqlDB.PrepareContext(ctx, s.rebind(getQuery))
-	if err != nil {
-		return fmt.Errorf("prepare: %w", err)
-	}
-	s.getStmt = get
 	type prepared struct {
 		stmt  **writeStmt
 		query string
@@ -578,11 +575,7 @@ func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string
 	if endUserID != nil {
 		end = *endUserID
 	}
-	stmt, err := s.readStmt(ctx, s.rebind(findLiveQuery))
-	if err != nil {
-		return connection.Connection{}, s.wrap("find live connection", err)
-	}
-	row, err := scanConnection(stmt.QueryRowContext(ctx, serverURL, mattermostUserID, end))
+	row, err := scanConnection(s.rsqlDB.QueryRowContext(ctx, s.rebind(findLiveQuery), serverURL, mattermostUserID, end))
 	if errors.Is(err, sql.ErrNoRows) {
 		return connection.Connection{}, connection.ErrNotFound
 	}
@@ -594,24 +587,24 @@ func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string
 
 // List implements connection.Store.
 func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection.Connection, error) {
-	ctx, cancel := s.op(ctx, "store.List")
-	defer cancel()
+	ctx, end := s.span(ctx, "store.List")
+	defer end()
 	q, args := listQuery(f)
 	page, err := readThrough(s.cache, (*rowCache).byQuery, func() string { return pageKey(q, args) },
-		func() ([]connectionRow, error) { return s.listRows(ctx, q, args, f.Limit) })
+		func() ([]connectionRow, error) {
+			ctx, cancel := s.bound(ctx)
+			defer cancel()
+			return s.listRows(ctx, q, args, f.Limit)
+		})
 	if err != nil {
 		return nil, s.wrap("list connections", err)
 	}
 	return fromRows(page), nil
 }
 
-// listRows reads the rows of listing query q.
+// listRows reads the rows of listing query q (at most limit of them).
 func (s *Store) listRows(ctx context.Context, q string, args []any, limit int) ([]connectionRow, error) {
-	stmt, err := s.readStmt(ctx, s.rebind(q))
-	if err != nil {
-		return nil, err
-	}
-	rows, err := stmt.QueryContext(ctx, args...)
+	rows, err := s.rsqlDB.QueryContext(ctx, s.rebind(q), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -663,25 +656,6 @@ func listQuery(f connection.ListFilter) (string, []any) {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	return q + " ORDER BY created_at DESC, id DESC LIMIT ?", append(args, f.Limit)
-}
-
-// readStmt is q prepared once on the reader pool and kept for the store's
-// life: the reconnect lookup and the few shapes of a listing query
-// (preparing one again on every page cost about a tenth of a page's
-// time). Errors: q does not prepare.
-func (s *Store) readStmt(ctx context.Context, q string) (*sql.Stmt, error) {
-	if stmt, ok := s.readStmts.Load(q); ok {
-		return stmt.(*sql.Stmt), nil
-	}
-	stmt, err := s.rsqlDB.PrepareContext(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	if prev, loaded := s.readStmts.LoadOrStore(q, stmt); loaded {
-		stmt.Close()
-		return prev.(*sql.Stmt), nil
-	}
-	return stmt, nil
 }
 
 // rebind writes ? placeholders as PostgreSQL's $1, $2…

@@ -121,6 +121,52 @@ func TestSQLiteBusyIsUnavailable(t *testing.T) {
 	}
 }
 
+// The reads the row cache fronts take their bound only when they go to
+// the database (Store.span), yet are bounded there: with every reader
+// taken, each answers ErrUnavailable instead of waiting, and reads again
+// once a reader is free.
+func TestSQLiteReadWaitIsBounded(t *testing.T) {
+	s := openTestSQLite(t)
+	ctx := context.Background()
+	c := benchConnection(1)
+	if err := s.Create(ctx, c, connection.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	reads := []struct {
+		name string
+		read func() error
+	}{
+		{"Get", func() error { _, err := s.Get(ctx, c.ID); return err }},
+		{"List", func() error { _, err := s.List(ctx, connection.ListFilter{Limit: 10}); return err }},
+		{"FindLive", func() error {
+			_, err := s.FindLive(ctx, c.ServerURL, c.MattermostUser.ID, c.EndUserID)
+			return err
+		}},
+	}
+	s.opTimeout = 100 * time.Millisecond
+	var held []*sql.Conn
+	for range s.rsqlDB.Stats().MaxOpenConnections {
+		conn, err := s.rsqlDB.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, conn)
+	}
+	for _, r := range reads { // nothing read yet: the row cache cannot answer
+		if err := r.read(); !errors.Is(err, connection.ErrUnavailable) {
+			t.Errorf("%s with every reader taken: err = %v, want ErrUnavailable", r.name, err)
+		}
+	}
+	for _, conn := range held {
+		conn.Close()
+	}
+	for _, r := range reads {
+		if err := r.read(); err != nil {
+			t.Errorf("%s with readers free: %v", r.name, err)
+		}
+	}
+}
+
 // GORM logs failing statements; it must show placeholders, never values.
 // A duplicate key is logged at debug only: it is an answer (ErrConflict),
 // which every connect that reconnects meets, not a failure.
