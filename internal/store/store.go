@@ -36,6 +36,9 @@ type Store struct {
 	// cache, on SQLite, serves rows read by id while the database is
 	// unchanged (see rowCache).
 	cache *rowCache
+	// getQ and findLiveQ are getQuery and findLiveQuery in the dialect's
+	// placeholders, written once.
+	getQ, findLiveQ string
 	// The hottest writes, prepared once on the writer pool and run in a
 	// transaction with exec; a create on PostgreSQL sends their text in
 	// one pipelined batch instead (createPipelined).
@@ -438,7 +441,7 @@ func (s *Store) Get(ctx context.Context, id string) (connection.Connection, erro
 	row, err := readThrough(s.cache, (*rowCache).byID, func() string { return id }, func() (connectionRow, error) {
 		ctx, cancel := s.bound(ctx)
 		defer cancel()
-		return scanConnection(s.rsqlDB.QueryRowContext(ctx, s.rebind(getQuery), id))
+		return scanConnection(s.rsqlDB.QueryRowContext(ctx, s.getQ, id))
 	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return connection.Connection{}, connection.ErrNotFound
@@ -478,8 +481,10 @@ func (r *connectionRow) values() []any {
 		r.MattermostTokenID, r.EventSeq, r.UpstreamRevocationStatus, r.UpstreamRevocationMessage, r.UpstreamRevocationAt}
 }
 
-// prepare readies the hottest writes' statements on the writer pool.
+// prepare readies the hottest writes' statements on the writer pool, and
+// the hottest reads' text.
 func (s *Store) prepare(ctx context.Context) error {
+	s.getQ, s.findLiveQ = s.rebind(getQuery), s.rebind(findLiveQuery)
 	type prepared struct {
 		stmt  **writeStmt
 		query string
@@ -575,7 +580,7 @@ func (s *Store) FindLive(ctx context.Context, serverURL, mattermostUserID string
 	if endUserID != nil {
 		end = *endUserID
 	}
-	row, err := scanConnection(s.rsqlDB.QueryRowContext(ctx, s.rebind(findLiveQuery), serverURL, mattermostUserID, end))
+	row, err := scanConnection(s.rsqlDB.QueryRowContext(ctx, s.findLiveQ, serverURL, mattermostUserID, end))
 	if errors.Is(err, sql.ErrNoRows) {
 		return connection.Connection{}, connection.ErrNotFound
 	}
