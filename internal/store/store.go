@@ -37,7 +37,9 @@ type Store struct {
 	// unchanged (see rowCache).
 	cache *rowCache
 	// getQ and findLiveQ are getQuery and findLiveQuery in the dialect's
-	// placeholders, written once.
+	// placeholders, written once. The hand-written reads pass their text:
+	// the drivers keep each connection's statements prepared (mattn's
+	// cache on SQLite's readers, readerParams; pgx's statement cache).
 	getQ, findLiveQ string
 	// The hottest writes, prepared once on the writer pool and run in a
 	// transaction with exec; a create on PostgreSQL sends their text in
@@ -607,7 +609,7 @@ func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection
 	return fromRows(page), nil
 }
 
-// listRows reads the rows of listing query q (at most limit of them).
+// listRows reads the rows of listing query q, whose LIMIT is limit.
 func (s *Store) listRows(ctx context.Context, q string, args []any, limit int) ([]connectionRow, error) {
 	rows, err := s.rsqlDB.QueryContext(ctx, s.rebind(q), args...)
 	if err != nil {
