@@ -157,22 +157,30 @@ func pageKey(q string, args []any) string { return fmt.Sprintf("%s%q", q, args) 
 // key's value from the map that m picks while the database is still in
 // the state the value was read under, and otherwise reads it with read and
 // keeps a good read, tagged with the state taken before it: a commit in
-// between leaves the entry stale, never wrong. Without a cache (c is nil,
-// as on PostgreSQL), or while a commit is being published, it only reads,
-// and key is not computed. Errors: read's.
-func readThrough[K comparable, V any](c *rowCache, m func(*rowCache) *stateMap[K, V], key func() K, read func() (V, error)) (V, error) {
+// between leaves the entry stale, never wrong. Without a cache (as on
+// PostgreSQL), or while a commit is being published, it only reads, and
+// key is not computed. Only a read takes the store's bound (Store.bound),
+// so a hit costs no timer. Errors: read's.
+func readThrough[K comparable, V any](s *Store, ctx context.Context, m func(*rowCache) *stateMap[K, V], key func() K,
+	read func(context.Context) (V, error)) (V, error) {
+	bounded := func() (V, error) {
+		ctx, cancel := s.bound(ctx)
+		defer cancel()
+		return read(ctx)
+	}
+	c := s.cache
 	if c == nil {
-		return read()
+		return bounded()
 	}
 	st, ok := c.state()
 	if !ok {
-		return read()
+		return bounded()
 	}
 	k, sm := key(), m(c)
 	if v, hit := sm.get(k, st); hit {
 		return v, nil
 	}
-	v, err := read()
+	v, err := bounded()
 	if err == nil {
 		sm.put(k, v, st)
 	}

@@ -68,8 +68,8 @@ func (s *Store) op(ctx context.Context, name string) (context.Context, func()) {
 }
 
 // span begins an operation's span, with tracing on. Reads that the row
-// cache may answer take only this, and their bound when they go to the
-// database: a cache hit costs no timer.
+// cache may answer take only this: readThrough bounds what goes to the
+// database, so a cache hit costs no timer.
 func (s *Store) span(ctx context.Context, name string) (context.Context, func()) {
 	if s.tracer == nil {
 		return ctx, func() {}
@@ -440,9 +440,7 @@ func overCap(n int64, max int) error {
 func (s *Store) Get(ctx context.Context, id string) (connection.Connection, error) {
 	ctx, end := s.span(ctx, "store.Get")
 	defer end()
-	row, err := readThrough(s.cache, (*rowCache).byID, func() string { return id }, func() (connectionRow, error) {
-		ctx, cancel := s.bound(ctx)
-		defer cancel()
+	row, err := readThrough(s, ctx, (*rowCache).byID, func() string { return id }, func(ctx context.Context) (connectionRow, error) {
 		return scanConnection(s.rsqlDB.QueryRowContext(ctx, s.getQ, id))
 	})
 	if errors.Is(err, sql.ErrNoRows) {
@@ -597,12 +595,8 @@ func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection
 	ctx, end := s.span(ctx, "store.List")
 	defer end()
 	q, args := listQuery(f)
-	page, err := readThrough(s.cache, (*rowCache).byQuery, func() string { return pageKey(q, args) },
-		func() ([]connectionRow, error) {
-			ctx, cancel := s.bound(ctx)
-			defer cancel()
-			return s.listRows(ctx, q, args, f.Limit)
-		})
+	page, err := readThrough(s, ctx, (*rowCache).byQuery, func() string { return pageKey(q, args) },
+		func(ctx context.Context) ([]connectionRow, error) { return s.listRows(ctx, q, args, f.Limit) })
 	if err != nil {
 		return nil, s.wrap("list connections", err)
 	}

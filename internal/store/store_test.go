@@ -122,7 +122,7 @@ func TestSQLiteBusyIsUnavailable(t *testing.T) {
 }
 
 // The reads the row cache fronts take their bound only when they go to
-// the database (Store.span), yet are bounded there: with every reader
+// the database (readThrough), yet are bounded there: with every reader
 // taken, each answers ErrUnavailable instead of waiting, and reads again
 // once a reader is free.
 func TestSQLiteReadWaitIsBounded(t *testing.T) {
