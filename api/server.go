@@ -67,6 +67,10 @@ type Deps struct {
 	Webhooks Webhooks
 	APIKeys  *secret.KeySet
 	Logger   *slog.Logger
+	// AccessLog, when set, takes the access log's lines (one per request)
+	// instead of Logger: a logger whose lines may be held to be written
+	// out together (logging.Stream).
+	AccessLog *slog.Logger
 	// OpenAPI is the contract, served at /openapi.yaml.
 	OpenAPI []byte
 	// PublicURL is where browsers reach this service (connect_url).
@@ -270,11 +274,15 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			s.deps.Metrics.ObserveRequest(c.Path(), c.Request().Method, c.Response().Status, time.Since(start))
 		}
 		ctx := c.Request().Context()
-		if !s.deps.Logger.Enabled(ctx, slog.LevelInfo) {
+		log := s.deps.AccessLog
+		if log == nil {
+			log = s.deps.Logger
+		}
+		if !log.Enabled(ctx, slog.LevelInfo) {
 			return nil
 		}
 		// LogAttrs with typed attributes: no boxing of each value.
-		s.deps.Logger.LogAttrs(ctx, slog.LevelInfo, "request",
+		log.LogAttrs(ctx, slog.LevelInfo, "request",
 			slog.String("request_id", requestID(c)),
 			slog.String("method", c.Request().Method),
 			slog.String("route", c.Path()),

@@ -134,7 +134,12 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	log := logging.New(logOut, cfg.LogLevel)
+	// Access lines may wait to go out together; every other line goes at
+	// once, with the held ones before it. Registered first, the Close runs
+	// last, after the shutdown's own lines.
+	stream := logging.NewStream(logOut, cfg.AccessLogFlushInterval)
+	defer stream.Close()
+	log := logging.New(stream, cfg.LogLevel)
 	log.Info("starting", "version", buildVersion(), "config", cfg)
 
 	apiKeys, err := loadAPIKeys(cfg, log)
@@ -232,6 +237,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		Sessions:         session.NewService(st, cfg.SessionTTL, nil),
 		APIKeys:          secret.NewKeySet(apiKeys),
 		Logger:           log,
+		AccessLog:        logging.New(stream.Deferred(), cfg.LogLevel),
 		OpenAPI:          mmconnect.OpenAPI(),
 		PublicURL:        cfg.PublicURL,
 		AllowedOrigins:   cfg.AllowedOrigins,

@@ -189,6 +189,14 @@ func TestEndToEndLifecycleAndRestart(t *testing.T) {
 			t.Errorf("logs lack %s", want)
 		}
 	}
+	// The access lines, held to be written together, are all out by the
+	// end, and in order: before the lines of the shutdown.
+	if n := strings.Count(logs, `"msg":"request"`); n < 7 {
+		t.Errorf("logs hold %d access lines, want one for each of the 7 requests", n)
+	}
+	if strings.LastIndex(logs, `"msg":"request"`) > strings.Index(logs, `"msg":"database closed"`) {
+		t.Errorf("an access line came out after the shutdown's lines")
+	}
 	for _, secret := range []string{tokenA, tokenB, in.key} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("a secret (…%s) is in the logs", secret[len(secret)-4:])

@@ -103,6 +103,9 @@ type Config struct {
 
 	// LogLevel is the least level logged.
 	LogLevel slog.Level
+	// AccessLogFlushInterval is how long the access log's lines may be
+	// held to be written out together; zero writes each at once.
+	AccessLogFlushInterval time.Duration
 
 	// MetricsToken, when set, guards GET /metrics instead of an API key;
 	// MetricsAddr, when set, serves it on a listener of its own.
@@ -364,6 +367,9 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.LogLevel, err = logging.ParseLevel(get("MMCONNECT_LOG_LEVEL", "info")); err != nil {
 		return Config{}, &Error{"MMCONNECT_LOG_LEVEL", err.Error()}
 	}
+	if c.AccessLogFlushInterval, err = durationVar(get, "MMCONNECT_ACCESS_LOG_FLUSH_INTERVAL", "100ms", time.Millisecond, 10*time.Second, "each line at once"); err != nil {
+		return Config{}, err
+	}
 	c.MetricsToken = get("MMCONNECT_METRICS_TOKEN", "")
 	if c.MetricsToken != "" && len(c.MetricsToken) < 16 {
 		return Config{}, &Error{"MMCONNECT_METRICS_TOKEN", "must be at least 16 characters"}
@@ -555,6 +561,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("proxy_max_body", c.ProxyMaxBody),
 		slog.Duration("proxy_timeout", c.ProxyTimeout),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.Duration("access_log_flush_interval", c.AccessLogFlushInterval),
 		slog.Bool("metrics_token_set", c.MetricsToken != ""),
 		slog.String("metrics_addr", c.MetricsAddr),
 	)

@@ -24,7 +24,7 @@ func TestLoadDefaults(t *testing.T) {
 	if c.Addr != ":8080" || c.DataDir != abs || c.SQLitePath != filepath.Join(abs, "mmconnect.db") ||
 		c.APIKeyFile != filepath.Join(abs, "api-key") || c.EncryptionKeyFile != filepath.Join(abs, "encryption-key") ||
 		c.AllowHTTP || c.UpstreamTimeout != 10*time.Second || c.PublicURL != "http://localhost:8080" || !c.PublicURLDefaulted ||
-		c.AllowedOrigins != nil || c.SessionTTL != 30*time.Minute {
+		c.AllowedOrigins != nil || c.SessionTTL != 30*time.Minute || c.AccessLogFlushInterval != 100*time.Millisecond {
 		t.Fatalf("defaults = %+v", c)
 	}
 }
@@ -32,16 +32,17 @@ func TestLoadDefaults(t *testing.T) {
 func TestLoadValues(t *testing.T) {
 	key := strings.Repeat("k", 32)
 	c, err := Load(env(map[string]string{
-		"MMCONNECT_ADDR":             "127.0.0.1:0",
-		"MMCONNECT_DATABASE_URL":     "sqlite:///tmp/x/mm.db",
-		"MMCONNECT_API_KEYS":         key + ", " + key + "2",
-		"MMCONNECT_ENCRYPTION_KEY":   "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
-		"MMCONNECT_ALLOW_HTTP":       "true",
-		"MMCONNECT_UPSTREAM_TIMEOUT": "3s",
-		"MMCONNECT_ALLOWED_NETWORKS": "10.1.2.3/8, fd00::/8",
-		"MMCONNECT_PUBLIC_URL":       "https://connect.example.com/",
-		"MMCONNECT_ALLOWED_ORIGINS":  "https://App.Example.com:443, http://localhost:3000",
-		"MMCONNECT_SESSION_TTL":      "10m",
+		"MMCONNECT_ADDR":                      "127.0.0.1:0",
+		"MMCONNECT_DATABASE_URL":              "sqlite:///tmp/x/mm.db",
+		"MMCONNECT_API_KEYS":                  key + ", " + key + "2",
+		"MMCONNECT_ENCRYPTION_KEY":            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+		"MMCONNECT_ALLOW_HTTP":                "true",
+		"MMCONNECT_UPSTREAM_TIMEOUT":          "3s",
+		"MMCONNECT_ALLOWED_NETWORKS":          "10.1.2.3/8, fd00::/8",
+		"MMCONNECT_PUBLIC_URL":                "https://connect.example.com/",
+		"MMCONNECT_ALLOWED_ORIGINS":           "https://App.Example.com:443, http://localhost:3000",
+		"MMCONNECT_SESSION_TTL":               "10m",
+		"MMCONNECT_ACCESS_LOG_FLUSH_INTERVAL": "0",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +51,7 @@ func TestLoadValues(t *testing.T) {
 		len(c.EncryptionKeys) != 1 || len(c.EncryptionKeys[0]) != 32 || c.EncryptionKeyFile != "" || !c.AllowHTTP || c.UpstreamTimeout != 3*time.Second ||
 		fmt.Sprint(c.AllowedNetworks) != "[10.0.0.0/8 fd00::/8]" || c.PublicURL != "https://connect.example.com" ||
 		c.PublicURLDefaulted || fmt.Sprint(c.AllowedOrigins) != "[https://app.example.com http://localhost:3000]" ||
-		c.SessionTTL != 10*time.Minute {
+		c.SessionTTL != 10*time.Minute || c.AccessLogFlushInterval != 0 {
 		t.Fatalf("loaded = %+v", c)
 	}
 	var buf bytes.Buffer
@@ -111,6 +112,8 @@ func TestLoadRejects(t *testing.T) {
 		{"MMCONNECT_PROXY_TIMEOUT", "forever"},
 		{"MMCONNECT_PROXY_ALLOW_TOKEN_PATHS", "maybe"},
 		{"MMCONNECT_LOG_LEVEL", "verbose"},
+		{"MMCONNECT_ACCESS_LOG_FLUSH_INTERVAL", "1m"},
+		{"MMCONNECT_ACCESS_LOG_FLUSH_INTERVAL", "soon"},
 	} {
 		_, err := Load(env(map[string]string{tc.name: tc.value}))
 		var ce *Error
@@ -264,11 +267,12 @@ func TestLoadPostgres(t *testing.T) {
 // Every duration setting says its bounds the same way.
 func TestDurationMessages(t *testing.T) {
 	for name, want := range map[string]string{
-		"MMCONNECT_SESSION_TTL":          "must be a duration from 1m to 24h, e.g. 30m",
-		"MMCONNECT_UPSTREAM_TIMEOUT":     "must be a duration from 100ms to 5m, e.g. 10s",
-		"MMCONNECT_REVERIFY_INTERVAL":    "must be 0 (off) or a duration from 10s to 720h, e.g. 6h",
-		"MMCONNECT_REVOKED_RETENTION":    "must be 0 (keep forever) or a duration of at least 48h, e.g. 720h",
-		"MMCONNECT_DB_STATEMENT_TIMEOUT": "must be a duration from 100ms to 10m, e.g. 5s",
+		"MMCONNECT_SESSION_TTL":               "must be a duration from 1m to 24h, e.g. 30m",
+		"MMCONNECT_UPSTREAM_TIMEOUT":          "must be a duration from 100ms to 5m, e.g. 10s",
+		"MMCONNECT_REVERIFY_INTERVAL":         "must be 0 (off) or a duration from 10s to 720h, e.g. 6h",
+		"MMCONNECT_REVOKED_RETENTION":         "must be 0 (keep forever) or a duration of at least 48h, e.g. 720h",
+		"MMCONNECT_DB_STATEMENT_TIMEOUT":      "must be a duration from 100ms to 10m, e.g. 5s",
+		"MMCONNECT_ACCESS_LOG_FLUSH_INTERVAL": "must be 0 (each line at once) or a duration from 1ms to 10s, e.g. 100ms",
 	} {
 		_, err := Load(env(map[string]string{name: "1ns"}))
 		if err == nil || err.Error() != name+": "+want {
