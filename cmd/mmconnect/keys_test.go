@@ -227,6 +227,9 @@ func TestMetrics(t *testing.T) {
 	if w, b := counter("mmconnect_db_batched_writes_total"), counter("mmconnect_db_write_batches_total"); w < 1 || b < 1 || b > w {
 		t.Errorf("group commit counted %v writes in %v batches", w, b)
 	}
+	if lost := counter("mmconnect_log_lines_lost_total"); lost != 0 {
+		t.Errorf("%v log lines lost writing to a buffer that never fails", lost)
+	}
 	if strings.Contains(body, tokenA) || strings.Contains(body, in.key) {
 		t.Fatal("a secret is in the metrics")
 	}

@@ -188,6 +188,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	}
 	mm := mattermost.New(opts)
 	meters := metrics.New()
+	meters.WatchLog(stream.Lost)
 	meters.WatchDB(st.SQLDB(), "mmconnect")
 	if st.ReadDB() != st.SQLDB() {
 		meters.WatchDB(st.ReadDB(), "mmconnect_read")

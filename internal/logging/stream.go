@@ -1,8 +1,10 @@
 package logging
 
 import (
+	"bytes"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +32,8 @@ type Stream struct {
 	armed  bool       // timer will write held out
 	closed bool
 	timer  *time.Timer
+
+	lost atomic.Uint64 // lines failed writes took with them
 }
 
 // streamSize bounds the lines a Stream holds: more are written out at once.
@@ -55,12 +59,22 @@ func (s *Stream) Write(p []byte) (int, error) {
 // holds mu. Errors: out's.
 func (s *Stream) writeNow(p []byte) (int, error) {
 	if len(s.held) == 0 {
-		return s.out.Write(p)
+		n, err := s.out.Write(p)
+		if err != nil {
+			s.lost.Add(uint64(bytes.Count(p, newline)))
+		}
+		return n, err
 	}
 	s.held = append(s.held, p...)
 	_, err := s.writeHeld()
 	return len(p), err
 }
+
+var newline = []byte{'\n'}
+
+// Lost is how many lines failed writes out have lost, for the operator's
+// metrics: a log that cannot be written cannot say so itself.
+func (s *Stream) Lost() uint64 { return s.lost.Load() }
 
 // Deferred is the writer for lines that may wait: slog handlers write one
 // whole line per call, as a Stream needs.
@@ -105,6 +119,9 @@ func (s *Stream) writeHeld() (int, error) {
 		return 0, nil
 	}
 	n, err := s.out.Write(s.held)
+	if err != nil {
+		s.lost.Add(uint64(bytes.Count(s.held, newline)))
+	}
 	if cap(s.held) > 4*s.size { // a burst of long lines: let it go
 		s.held = nil
 	} else {

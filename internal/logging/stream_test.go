@@ -118,9 +118,15 @@ func TestStreamGoesOnAfterAFailedWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Deferred().Write([]byte("b\n"))
+	out.fail = 1
+	s.Write([]byte("WARN lost too\n")) // held b goes with it
+	s.Deferred().Write([]byte("c\n"))
 	s.Close()
-	if got := out.all(); fmt.Sprint(got) != fmt.Sprint([]string{"a\nWARN\n", "b\n"}) {
+	if got := out.all(); fmt.Sprint(got) != fmt.Sprint([]string{"a\nWARN\n", "c\n"}) {
 		t.Fatalf("writes out = %q", got)
+	}
+	if s.Lost() != 4 {
+		t.Fatalf("Lost() = %d, want the 4 lines of the failed writes", s.Lost())
 	}
 	// After Close, deferred lines go out at once.
 	s.Deferred().Write([]byte("late\n"))

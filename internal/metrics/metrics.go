@@ -83,6 +83,15 @@ func (m *Metrics) WatchWriteBatches(stats func() (batches, writes uint64, busy t
 	)
 }
 
+// WatchLog adds the log lines lost to failed writes of the log's output
+// (a full disk, a closed pipe), read from lost at each scrape: the log
+// cannot report its own loss.
+func (m *Metrics) WatchLog(lost func() uint64) {
+	m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mmconnect_log_lines_lost_total",
+		Help: "Log lines lost because writing them to the log's output failed."},
+		func() float64 { return float64(lost()) }))
+}
+
 // ObserveRequest counts one HTTP request.
 func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
 	if route == "" {
