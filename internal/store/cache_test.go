@@ -272,3 +272,47 @@ func openPlain(t *testing.T, dsn string) *sql.DB {
 	}
 	return db
 }
+
+// A read during or after the store's Close fails as a miss would; it is
+// never the cached row, and never a fault on the unmapped WAL index.
+func TestRowCacheAfterClose(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "mmconnect.db"), discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := connection.Connection{ID: "conn_cached", ServerURL: "https://a.example", Status: connection.StatusActive,
+		MattermostUser: connection.MattermostUser{ID: "u", Username: "v0"}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
+	if err := s.Create(ctx, c, connection.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range readers {
+		if _, err := r.read(s, c.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !cacheHit(s, "get", c.ID) {
+		t.Fatal("the row is not cached")
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() { // reads racing the Close
+			defer wg.Done()
+			for i := 0; i < 1000; i++ {
+				if _, err := s.Get(ctx, c.ID); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for _, r := range readers {
+		if _, err := r.read(s, c.ID); err == nil {
+			t.Errorf("%s after Close served the cached row", r.name)
+		}
+	}
+}
