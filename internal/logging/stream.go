@@ -61,16 +61,16 @@ func (s *Stream) writeNow(p []byte) (int, error) {
 	if len(s.held) == 0 {
 		n, err := s.out.Write(p)
 		if err != nil {
-			s.lost.Add(uint64(bytes.Count(p, newline)))
+			s.lost.Add(lines(p))
 		}
 		return n, err
 	}
 	s.held = append(s.held, p...)
-	_, err := s.writeHeld()
-	return len(p), err
+	return len(p), s.writeHeld()
 }
 
-var newline = []byte{'\n'}
+// lines counts the lines in p.
+func lines(p []byte) uint64 { return uint64(bytes.Count(p, []byte("\n"))) }
 
 // Lost is how many lines failed writes out have lost, for the operator's
 // metrics: a log that cannot be written cannot say so itself.
@@ -114,20 +114,20 @@ func (s *Stream) flushHeld() {
 
 // writeHeld writes the held lines out and forgets them, written or not.
 // The caller holds mu. Errors: out's.
-func (s *Stream) writeHeld() (int, error) {
+func (s *Stream) writeHeld() error {
 	if len(s.held) == 0 {
-		return 0, nil
+		return nil
 	}
-	n, err := s.out.Write(s.held)
+	_, err := s.out.Write(s.held)
 	if err != nil {
-		s.lost.Add(uint64(bytes.Count(s.held, newline)))
+		s.lost.Add(lines(s.held))
 	}
 	if cap(s.held) > 4*s.size { // a burst of long lines: let it go
 		s.held = nil
 	} else {
 		s.held = s.held[:0]
 	}
-	return n, err
+	return err
 }
 
 // Close writes out what is held; lines written after it go out at once.
@@ -138,6 +138,5 @@ func (s *Stream) Close() error {
 	s.closed = true
 	s.timer.Stop()
 	s.armed = false
-	_, err := s.writeHeld()
-	return err
+	return s.writeHeld()
 }
