@@ -25,7 +25,7 @@ import (
 // changes its salts), and it is what SQLite's own readers consult to find
 // the newest commit. Writers write its second copy, then its first; a
 // reader takes it only when both copies agree, as SQLite's readers do. It
-// is read from a shared, read-only mapping of the file's first page, as
+// is read from a shared, read-only mapping of the file's start, as
 // SQLite's own connections read it: no lock and no system call, where a
 // pread cost a system call on every GET, hit or miss.
 //
@@ -33,7 +33,7 @@ import (
 // is read far more often than anything is written, which is the case it is
 // for; a stale entry is only a miss.
 type rowCache struct {
-	// shm is the -shm file's first page, mapped shared and read-only; nil
+	// shm is the -shm file's header, mapped shared and read-only; nil
 	// once closed, so a read racing the store's Close is a miss, not a
 	// fault on an unmapped page.
 	shmMu sync.RWMutex
@@ -99,22 +99,27 @@ func newRowCache(ctx context.Context, path string, pinDB *sql.DB, max int) (*row
 // field.
 const walIndexVersion = 3007000
 
-// mapHeader maps the first page of the -shm file at path, shared and
-// read-only. SQLite made the file (at least one 32 KiB region) when the
-// pinned connection first read, and keeps it whole while that connection
-// is open: it truncates the file only for the first connection of all,
-// and the pin holds the lock that says it is not first. Errors: the file
-// cannot be opened, is too short, or cannot be mapped.
+// mapHeader maps the two header copies at the start of the -shm file at
+// path, shared and read-only. SQLite made the file (at least one 32 KiB
+// region) when the pinned connection first read, and keeps it whole while
+// that connection is open: it truncates the file only for the first
+// connection of all, and the pin holds the lock that says it is not
+// first. Errors: the file cannot be opened, is too short, or cannot be
+// mapped.
 func mapHeader(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close() // the mapping outlives the descriptor
-	if fi, err := f.Stat(); err != nil || fi.Size() < int64(os.Getpagesize()) {
-		return nil, fmt.Errorf("%s is not a WAL index (%v)", path, err)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
 	}
-	return syscall.Mmap(int(f.Fd()), 0, os.Getpagesize(), syscall.PROT_READ, syscall.MAP_SHARED)
+	if fi.Size() < 2*walHeaderSize {
+		return nil, fmt.Errorf("%s holds no WAL-index header", path)
+	}
+	return syscall.Mmap(int(f.Fd()), 0, 2*walHeaderSize, syscall.PROT_READ, syscall.MAP_SHARED)
 }
 
 // state reads the database's current state; ok is false when it cannot

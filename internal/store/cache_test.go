@@ -46,12 +46,17 @@ func cachedStore(t *testing.T) (*Store, string, connection.Connection) {
 	if s.cache == nil {
 		t.Fatal("no row cache on SQLite")
 	}
-	c := connection.Connection{ID: "conn_cached", ServerURL: "https://a.example", Status: connection.StatusActive,
-		MattermostUser: connection.MattermostUser{ID: "u", Username: "v0"}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
+	c := cachedConnection()
 	if err := s.Create(context.Background(), c, connection.Change{}); err != nil {
 		t.Fatal(err)
 	}
 	return s, path, c
+}
+
+// cachedConnection is the row the cache tests read.
+func cachedConnection() connection.Connection {
+	return connection.Connection{ID: "conn_cached", ServerURL: "https://a.example", Status: connection.StatusActive,
+		MattermostUser: connection.MattermostUser{ID: "u", Username: "v0"}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
 }
 
 // readers are the reads the cache serves: a row by id, and a listing page
@@ -281,8 +286,7 @@ func TestRowCacheAfterClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := connection.Connection{ID: "conn_cached", ServerURL: "https://a.example", Status: connection.StatusActive,
-		MattermostUser: connection.MattermostUser{ID: "u", Username: "v0"}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
+	c := cachedConnection()
 	if err := s.Create(ctx, c, connection.Change{}); err != nil {
 		t.Fatal(err)
 	}
