@@ -52,7 +52,8 @@ type rowCache struct {
 // two.
 const walHeaderSize = 48
 
-type walState [walHeaderSize]byte
+// walState is one copy of the header, as the 8-byte words it is read in.
+type walState [walHeaderSize / 8]uint64
 
 // rowCacheSize bounds the rows kept by id (a row is well under 1 KiB);
 // pageCacheSize the pages (of at most connection.MaxListLimit rows).
@@ -88,7 +89,7 @@ func newRowCache(ctx context.Context, path string, pinDB *sql.DB, max int) (*row
 	c := &rowCache{shm: shm, pinDB: pinDB, pin: pin, rows: newStateMap[string, connectionRow](max),
 		pages: newStateMap[string, []connectionRow](pageCacheSize)}
 	// The header begins with the WAL-index format's version, 3007000.
-	if st, ok := c.state(); !ok || binary.NativeEndian.Uint32(st[:4]) != walIndexVersion {
+	if _, ok := c.state(); !ok || binary.NativeEndian.Uint32(c.shm[:4]) != walIndexVersion {
 		c.close()
 		return nil, fmt.Errorf("row cache: %s-shm is not a WAL index of the known format", path)
 	}
@@ -133,21 +134,14 @@ func (c *rowCache) state() (s walState, ok bool) {
 	if c.shm == nil {
 		return s, false
 	}
-	const words = walHeaderSize / 8
-	var first, second [words]uint64
-	for i := range words {
-		first[i] = atomic.LoadUint64((*uint64)(unsafe.Pointer(&c.shm[8*i])))
+	var second walState
+	for i := range s {
+		s[i] = atomic.LoadUint64((*uint64)(unsafe.Pointer(&c.shm[8*i])))
 	}
-	for i := range words {
+	for i := range second {
 		second[i] = atomic.LoadUint64((*uint64)(unsafe.Pointer(&c.shm[walHeaderSize+8*i])))
 	}
-	if first != second {
-		return s, false
-	}
-	for i, w := range first {
-		binary.NativeEndian.PutUint64(s[8*i:], w)
-	}
-	return s, true
+	return s, s == second
 }
 
 // stateMap keeps values, each with the database state it was read under,
