@@ -24,7 +24,8 @@ func (e *ErrSchemaTooNew) Error() string {
 // lock held on one connection so that replicas starting together apply
 // each migration once.
 func migrate(ctx context.Context, dialect goose.Dialect, db *sql.DB, locker lock.SessionLocker, log *slog.Logger) error {
-	opts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true)}
+	opts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true),
+		goose.WithGoMigrations(migrations.Go(dialect == goose.DialectPostgres)...)}
 	if locker != nil {
 		opts = append(opts, goose.WithSessionLocker(locker))
 	}

@@ -57,6 +57,7 @@ var plannedQueries = func() []plannedQuery {
 	deep := &connection.Position{CreatedAt: time.Unix(1_800_000_000, 0), ID: "conn_x"}
 	return []plannedQuery{
 		{name: "find live (reconnect)", query: findLiveQuery, args: []any{"https://a", "u", ""}, index: "connections_live_key"},
+		{name: "live count of an end user (the cap)", query: liveCountQuery, args: []any{"u"}, index: "connections_end_user_created"},
 		{name: "get by id", query: getQuery, args: []any{"conn_x"}, index: "PRIMARY KEY|pkey|sqlite_autoindex_connections_1"},
 		listPlanned("list page", connection.ListFilter{Limit: 51}, "connections_created"),
 		listPlanned("list page deep in the keyset", connection.ListFilter{Limit: 51, After: deep}, "connections_created"),

@@ -21,6 +21,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/store/migrations"
 )
 
 // PostgresOptions bound what one replica asks of a shared PostgreSQL.
@@ -123,17 +124,22 @@ type liveCap struct {
 }
 
 // createPipelined runs a create's transaction on PostgreSQL as one
-// pipelined batch: BEGIN, then (with lc) the end user's advisory lock and
-// live count, then stmts; then COMMIT, or ROLLBACK when a statement failed
-// or the count leaves no room. That is two round trips where running the
-// statements one by one took one each (about eight for a create with its
-// audit row): over HTTP, with the database on the same machine, creates
-// went from 1,303-1,551/s to 1,844-2,388/s (BENCHMARKS.md). The lock is
-// taken before the count runs, and held to the end, so two creates of one
-// end user cannot both pass the count. Errors: ErrTooManyConnections
-// (wrapped, with the count); the first statement's error, translated as
-// GORM translates them (a unique violation is gorm.ErrDuplicatedKey); the
-// connection's.
+// pipelined batch, one round trip: BEGIN; with lc, the end user's
+// advisory lock; stmts; with lc, the cap's check (liveCapQuery); COMMIT.
+// A statement that fails aborts the transaction, so the COMMIT after it
+// commits nothing, and a ROLLBACK ends it. Run one by one, the statements
+// took a round trip each (about eight for a create with its audit row);
+// sent as a batch, then COMMIT once the live count had been read, two.
+// Round trips are what a database across a network charges for: with
+// every packet to PostgreSQL delayed (a 2.5 ms round trip), creates over
+// HTTP went from 1,217-1,251/s with two to 1,563-1,648/s with one, and a
+// lone create from 5.6-5.8 ms to 3.1 ms (BENCHMARKS.md). The lock is
+// taken before the inserts and held to the end, so two creates of one
+// end user cannot both pass the check; the check comes after the
+// inserts, so a create of a connection that is already live is a
+// conflict, as on SQLite. Errors: ErrTooManyConnections (wrapped, with
+// the count); the first statement's error, translated as GORM translates
+// them (a unique violation is gorm.ErrDuplicatedKey); the connection's.
 func (s *Store) createPipelined(ctx context.Context, lc *liveCap, stmts []stmt) error {
 	conn, err := s.sqlDB.Conn(ctx)
 	if err != nil {
@@ -144,33 +150,37 @@ func (s *Store) createPipelined(ctx context.Context, lc *liveCap, stmts []stmt) 
 		pc := dc.(*stdlib.Conn).Conn()
 		b := &pgx.Batch{}
 		b.Queue("BEGIN")
-		var live int64
 		if lc != nil {
 			b.Queue(endUserLockQuery, lc.endUserID)
-			b.Queue(s.liveCountStmt.query, lc.endUserID).QueryRow(func(row pgx.Row) error { return row.Scan(&live) })
 		}
 		for _, st := range stmts {
 			b.Queue(st.w.query, st.args...)
 		}
+		if lc != nil {
+			b.Queue(s.liveCapQ, lc.endUserID, lc.max)
+		}
+		b.Queue("COMMIT")
 		begin := time.Now()
 		err := pc.SendBatch(ctx, b).Close() // runs every queued statement; the first error
+		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == migrations.LiveCapSQLState {
+			err = fmt.Errorf("%s: %w", pgErr.Message, connection.ErrTooManyConnections)
+		}
 		err = traced(ctx, s.db, begin, func() string { return batchText(b) }, -1, err)
-		if err == nil && lc != nil {
-			err = overCap(live, lc.max)
+		if err == nil {
+			return nil
 		}
-		if err != nil {
-			if _, rerr := pc.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
-				// The transaction may still be open: the connection must
-				// not go back to the pool.
-				return errors.Join(err, driver.ErrBadConn)
-			}
-			return err
+		if _, rerr := pc.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
+			// The transaction may still be open: the connection must not
+			// go back to the pool.
+			return errors.Join(err, driver.ErrBadConn)
 		}
-		begin = time.Now()
-		_, err = pc.Exec(ctx, "COMMIT")
-		return traced(ctx, s.db, begin, func() string { return "COMMIT" }, 0, err)
+		return err
 	})
 }
+
+// liveCapQuery checks, after a create's inserts, that its end user is not
+// over the cap: SQLite's overCap, counted with the new connection.
+const liveCapQuery = "SELECT mmconnect_check_live_cap((" + liveCountQuery + "), ?)"
 
 // batchText is b's statements, for the SQL log.
 func batchText(b *pgx.Batch) string {

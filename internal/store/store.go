@@ -40,10 +40,12 @@ type Store struct {
 	// placeholders, written once. The hand-written reads pass their text:
 	// the drivers keep each connection's statements prepared (mattn's
 	// cache on SQLite's readers, readerParams; pgx's statement cache).
-	getQ, findLiveQ string
+	// liveCapQ is liveCapQuery's, which only PostgreSQL's creates run.
+	getQ, findLiveQ, liveCapQ string
 	// The hottest writes, prepared once on the writer pool and run in a
 	// transaction with exec; a create on PostgreSQL sends their text in
-	// one pipelined batch instead (createPipelined).
+	// one pipelined batch instead (createPipelined). liveCountStmt is
+	// SQLite's (PostgreSQL counts in liveCapQ).
 	insertStmt, liveCountStmt, auditStmt, sealingKeyStmt, eventStmt, revocationStmt *writeStmt
 	// savepointStmt and rollbackToStmt (SQLite) frame each caller's
 	// writes in the group commit.
@@ -151,6 +153,11 @@ func (l *sqlLogger) Trace(ctx context.Context, begin time.Time, fc func() (strin
 		// before looking for the connection to reconnect to).
 		sql, _ := fc()
 		l.log.LogAttrs(ctx, slog.LevelDebug, "sql conflict", slog.String("sql", sql), slog.Duration("took", elapsed))
+	case errors.Is(err, connection.ErrTooManyConnections):
+		// An answer too (422): PostgreSQL's check of the cap refused a
+		// create (createPipelined).
+		sql, _ := fc()
+		l.log.LogAttrs(ctx, slog.LevelDebug, "sql refused: over the cap", slog.String("sql", sql), slog.Duration("took", elapsed))
 	case err != nil && !errors.Is(err, gorm.ErrRecordNotFound):
 		sql, _ := fc()
 		l.log.LogAttrs(ctx, slog.LevelError, "sql failed", slog.String("sql", sql), slog.Duration("took", elapsed), slog.String("err", err.Error()))
@@ -427,8 +434,13 @@ func (s *Store) liveCount(tx *gorm.DB, endUserID string) (int64, error) {
 	return n, err
 }
 
+// liveCountQuery counts an end user's live connections.
+const liveCountQuery = "SELECT COUNT(*) FROM connections WHERE end_user_id = ? AND status <> 'revoked'"
+
 // overCap is ErrTooManyConnections when an end user's n live connections
-// leave no room under max.
+// leave no room under max. PostgreSQL checks the same rule in SQL after a
+// create's inserts, counting the new connection (liveCapQuery); the store
+// contract suite holds both to it.
 func overCap(n int64, max int) error {
 	if n >= int64(max) {
 		return fmt.Errorf("end user has %d live connections: %w", n, connection.ErrTooManyConnections)
@@ -484,21 +496,21 @@ func (r *connectionRow) values() []any {
 // prepare readies the hottest writes' statements on the writer pool, and
 // the hottest reads' text.
 func (s *Store) prepare(ctx context.Context) error {
-	s.getQ, s.findLiveQ = s.rebind(getQuery), s.rebind(findLiveQuery)
+	s.getQ, s.findLiveQ, s.liveCapQ = s.rebind(getQuery), s.rebind(findLiveQuery), s.rebind(liveCapQuery)
 	type prepared struct {
 		stmt  **writeStmt
 		query string
 	}
 	writes := []prepared{
 		{&s.insertStmt, "INSERT INTO connections (" + connectionColumns + ") VALUES (" + strings.Repeat("?, ", strings.Count(connectionColumns, ",")) + "?)"},
-		{&s.liveCountStmt, "SELECT COUNT(*) FROM connections WHERE end_user_id = ? AND status <> 'revoked'"},
 		{&s.auditStmt, "INSERT INTO audit_events (id, at, actor, action, connection_id, client_ip, request_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&s.sealingKeyStmt, "INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING"},
 		{&s.eventStmt, "INSERT INTO webhook_events (" + eventColumns + ") VALUES (" + strings.Repeat("?, ", strings.Count(eventColumns, ",")) + "?)"},
 		{&s.revocationStmt, "INSERT INTO pending_revocations (connection_id, server_url, token_id, sealed_token, attempts, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)"},
 	}
 	if s.dialect == "sqlite" {
-		writes = append(writes, prepared{&s.savepointStmt, "SAVEPOINT w"}, prepared{&s.rollbackToStmt, "ROLLBACK TO w"})
+		writes = append(writes, prepared{&s.liveCountStmt, liveCountQuery},
+			prepared{&s.savepointStmt, "SAVEPOINT w"}, prepared{&s.rollbackToStmt, "ROLLBACK TO w"})
 	}
 	for _, p := range writes {
 		q := s.rebind(p.query)

@@ -1,5 +1,6 @@
 // Package migrations holds the versioned schema, written once in SQL that
-// both SQLite and PostgreSQL accept, and applied by goose.
+// both SQLite and PostgreSQL accept, and applied by goose; what only one
+// of them needs is a Go migration (Go).
 package migrations
 
 import "embed"
