@@ -56,19 +56,22 @@ load: build
 # the built binary and a TLS stand-in Mattermost beside a bare Echo handler
 # (the ceiling). BENCH_SEEDS=1000,1000000 measures both sizes in one run
 # and compares them; BENCH_POSTGRES=<url> measures on PostgreSQL instead of
-# SQLite (in a schema of its own, dropped after); BENCH_LOAD=wrk makes the
-# load with wrk (apt-get install wrk) instead of the bench's Go client.
-# bench-http skips the Go benchmarks.
+# SQLite (in a schema of its own, dropped after), and with
+# BENCH_POSTGRES_DELAY=500us behind a proxy that holds every packet that
+# long each way, as if the database were a network away; BENCH_LOAD=wrk
+# makes the load with wrk (apt-get install wrk) instead of the bench's Go
+# client. bench-http skips the Go benchmarks.
 BENCH_SEEDS    ?= 1000
 BENCH_DURATION ?= 10s
 BENCH_POSTGRES ?=
+BENCH_POSTGRES_DELAY ?= 0
 BENCH_LOAD     ?= go
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/... ./api
 	$(MAKE) --no-print-directory bench-http
 
 bench-http: build
-	$(GO) run ./cmd/mmconnect-bench -bin ./$(BIN) -seeds $(BENCH_SEEDS) -duration $(BENCH_DURATION) -postgres "$(BENCH_POSTGRES)" -load $(BENCH_LOAD)
+	$(GO) run ./cmd/mmconnect-bench -bin ./$(BIN) -seeds $(BENCH_SEEDS) -duration $(BENCH_DURATION) -postgres "$(BENCH_POSTGRES)" -postgres-delay $(BENCH_POSTGRES_DELAY) -load $(BENCH_LOAD)
 
 # Fill a database with SEED_ROWS active connections for measuring by hand
 # (about 10 s for a million): the SQLite database in SEED_DATA_DIR, or the

@@ -4,7 +4,7 @@
 // (the ceiling), and reports req/s and p50/p99 for get, list and create,
 // the server's peak RSS and the upstream TLS handshakes.
 //
-//	mmconnect-bench -bin ./mmconnect [-seeds 1000,1000000] [-duration 10s] [-postgres URL] [-load go|wrk]
+//	mmconnect-bench -bin ./mmconnect [-seeds 1000,1000000] [-duration 10s] [-postgres URL [-postgres-delay 500us]] [-load go|wrk]
 //	mmconnect-bench -bin ./mmconnect -seed 1000000 [-data-dir ./data | -postgres URL]
 //
 // Each size in -seeds is a round: the database is filled with that many
@@ -56,6 +56,7 @@ func main() {
 	clients := flag.Int("clients", 32, "concurrent clients")
 	loadGen := flag.String("load", "go", "the load generator: go (this process's HTTP client) or wrk (the wrk command, which takes less of the machine)")
 	postgres := flag.String("postgres", "", "measure on PostgreSQL at this URL (a schema of its own is made and dropped) instead of SQLite; with -seed, the database to fill")
+	pgDelay := flag.Duration("postgres-delay", 0, "with -postgres: put the database behind a proxy that holds every packet this long each way, as if it were a network away (the round trip it makes is measured and printed)")
 	seed := flag.Int("seed", 0, "only fill a database with this many connections (-data-dir's SQLite, or -postgres) and exit")
 	dataDir := flag.String("data-dir", "./data", "with -seed: the MMCONNECT_DATA_DIR whose SQLite database (and key) to use")
 	flag.Parse()
@@ -79,7 +80,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: -load: %q is neither go nor wrk\n", *loadGen)
 		os.Exit(2)
 	}
-	if err := run(*bin, sizes, *clients, *duration, *postgres, *loadGen); err != nil {
+	if *pgDelay > 0 && *postgres == "" {
+		fmt.Fprintln(os.Stderr, "bench: -postgres-delay needs -postgres")
+		os.Exit(2)
+	}
+	if err := run(*bin, sizes, *clients, *duration, *postgres, *pgDelay, *loadGen); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -162,6 +167,7 @@ type bench struct {
 	clients  int
 	d        time.Duration
 	postgres string
+	pgProxy  string // with -postgres-delay: the delaying proxy's host:port
 	load     string // the load generator: "go" or "wrk"
 	mm       *mattermosttest.Server
 	caFile   string
@@ -181,7 +187,7 @@ const created201 = `mmconnect_http_request_duration_seconds_count{method="POST",
 
 func token(i int) string { return fmt.Sprintf("b%09d%s", i, strings.Repeat("a", 16)) }
 
-func run(bin string, sizes []int, clients int, d time.Duration, postgres, loadGen string) error {
+func run(bin string, sizes []int, clients int, d time.Duration, postgres string, pgDelay time.Duration, loadGen string) error {
 	mm := mattermosttest.Start()
 	defer mm.Close()
 	dir, err := os.MkdirTemp("", "mmconnect-bench-")
@@ -212,6 +218,29 @@ func run(bin string, sizes []int, clients int, d time.Duration, postgres, loadGe
 	database := "SQLite (synchronous=FULL)"
 	if postgres != "" {
 		database = "PostgreSQL on this machine"
+	}
+	if pgDelay > 0 {
+		_, target, err := behind(postgres, "")
+		if err != nil {
+			return err
+		}
+		proxy, err := startDelayProxy(target, pgDelay)
+		if err != nil {
+			return err
+		}
+		defer proxy.Close()
+		b.pgProxy = proxy.Addr()
+		proxied, _, _ := behind(postgres, b.pgProxy)
+		direct, err := pingTime(postgres)
+		if err != nil {
+			return fmt.Errorf("-postgres: %w", err)
+		}
+		delayed, err := pingTime(proxied)
+		if err != nil {
+			return fmt.Errorf("-postgres-delay: %w", err)
+		}
+		database += fmt.Sprintf(" behind a proxy holding each packet %s (SELECT 1 takes %s, %s direct)", pgDelay,
+			delayed.Round(10*time.Microsecond), direct.Round(10*time.Microsecond))
 	}
 	fmt.Printf("%s, %d clients, %s per measurement, load from %s\n", database, clients, d, map[string]string{"go": "this process's Go client", "wrk": "wrk"}[loadGen])
 	var rounds []round
@@ -265,7 +294,13 @@ func (b *bench) round(dir string, n int) (round, error) {
 			return round{}, err
 		}
 		defer drop()
-		env = append(env, "MMCONNECT_DATABASE_URL="+url)
+		serverURL := url
+		if b.pgProxy != "" {
+			if serverURL, _, err = behind(url, b.pgProxy); err != nil {
+				return round{}, err
+			}
+		}
+		env = append(env, "MMCONNECT_DATABASE_URL="+serverURL)
 		seed = func() (seeded, error) { return seedPostgres(url, b.key, n) }
 	} else {
 		seed = func() (seeded, error) { return seedSQLite(filepath.Join(dir, "data", "mmconnect.db"), b.key, n) }
