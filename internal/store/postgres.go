@@ -130,10 +130,10 @@ type liveCap struct {
 // commits nothing, and a ROLLBACK ends it. Run one by one, the statements
 // took a round trip each (about eight for a create with its audit row);
 // sent as a batch, then COMMIT once the live count had been read, two.
-// Round trips are what a database across a network charges for: with
-// every packet to PostgreSQL delayed (a 2.5 ms round trip), creates over
-// HTTP went from 1,217-1,251/s with two to 1,563-1,648/s with one, and a
-// lone create from 5.6-5.8 ms to 3.1 ms (BENCHMARKS.md). The lock is
+// Round trips are what a database across a network charges for: behind
+// the bench's delaying proxy (-postgres-delay 500us, a SELECT 1 of 2.3
+// ms), creates over HTTP went from 1,523-1,594/s with two to
+// 1,947-2,031/s with one (BENCHMARKS.md). The lock is
 // taken before the inserts and held to the end, so two creates of one
 // end user cannot both pass the check; the check comes after the
 // inserts, so a create of a connection that is already live is a
