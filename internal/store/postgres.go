@@ -133,13 +133,13 @@ type liveCap struct {
 // Round trips are what a database across a network charges for: behind
 // the bench's delaying proxy (-postgres-delay 500us, a SELECT 1 of 2.3
 // ms), creates over HTTP went from 1,523-1,594/s with two to
-// 1,947-2,031/s with one (BENCHMARKS.md). The lock is
-// taken before the inserts and held to the end, so two creates of one
-// end user cannot both pass the check; the check comes after the
-// inserts, so a create of a connection that is already live is a
-// conflict, as on SQLite. Errors: ErrTooManyConnections (wrapped, with
-// the count); the first statement's error, translated as GORM translates
-// them (a unique violation is gorm.ErrDuplicatedKey); the connection's.
+// 1,947-2,031/s with one (BENCHMARKS.md). The lock is taken before the
+// inserts and held to the end, so two creates of one end user cannot
+// both pass the check; the check comes after the inserts, so a create of
+// a connection that is already live is a conflict, as on SQLite. Errors:
+// ErrTooManyConnections (wrapped, with the count); the first statement's
+// error, translated as GORM translates them (a unique violation is
+// gorm.ErrDuplicatedKey); the connection's.
 func (s *Store) createPipelined(ctx context.Context, lc *liveCap, stmts []stmt) error {
 	conn, err := s.sqlDB.Conn(ctx)
 	if err != nil {
