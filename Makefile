@@ -49,8 +49,11 @@ test-browser-repeat:
 # restart; it fails on any 5xx or any acknowledged write lost.
 LOAD_CLIENTS  ?= 200
 LOAD_DURATION ?= 30s
+# LOAD_POSTGRES=<url>: the same on PostgreSQL (an empty database, or a
+# schema of its own: ?search_path=…).
+LOAD_POSTGRES ?=
 load: build
-	$(GO) run ./cmd/mmconnect-load -bin ./$(BIN) -clients $(LOAD_CLIENTS) -duration $(LOAD_DURATION)
+	$(GO) run ./cmd/mmconnect-load -bin ./$(BIN) -clients $(LOAD_CLIENTS) -duration $(LOAD_DURATION) -postgres "$(LOAD_POSTGRES)"
 
 # Go benchmarks of the hot paths, then a load run over real HTTP against
 # the built binary and a TLS stand-in Mattermost beside a bare Echo handler

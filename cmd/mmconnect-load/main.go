@@ -5,7 +5,7 @@
 // every acknowledged create is there with its token, every acknowledged
 // revoke is revoked, and no request got a 5xx. It exits non-zero otherwise.
 //
-//	mmconnect-load -bin ./mmconnect -clients 200 -duration 30s
+//	mmconnect-load -bin ./mmconnect -clients 200 -duration 30s [-postgres URL]
 package main
 
 import (
@@ -26,6 +26,7 @@ import (
 
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
 	"github.com/mmconnect/mmconnect/internal/process"
+	"github.com/mmconnect/mmconnect/internal/secret"
 )
 
 func main() {
@@ -33,8 +34,9 @@ func main() {
 	clients := flag.Int("clients", 200, "concurrent clients")
 	duration := flag.Duration("duration", 30*time.Second, "how long to drive it")
 	tokensPerClient := flag.Int("tokens", 4, "Mattermost accounts per client")
+	postgres := flag.String("postgres", "", "run on the PostgreSQL at this URL instead of SQLite: an empty database, or a schema of its own (?search_path=…)")
 	flag.Parse()
-	if err := run(*bin, *clients, *tokensPerClient, *duration); err != nil {
+	if err := run(*bin, *clients, *tokensPerClient, *duration, *postgres); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
@@ -68,7 +70,7 @@ func (s *stats) fail(format string, args ...any) {
 	}
 }
 
-func run(bin string, clients, tokensPerClient int, duration time.Duration) error {
+func run(bin string, clients, tokensPerClient int, duration time.Duration, postgres string) error {
 	mm := mattermosttest.Start()
 	defer mm.Close()
 	dir, err := os.MkdirTemp("", "mmconnect-load-")
@@ -97,15 +99,25 @@ func run(bin string, clients, tokensPerClient int, duration time.Duration) error
 		// would turn later creates into rejections.
 		"MMCONNECT_REVOKE_UPSTREAM=false",
 	)
+	var key string
+	if postgres != "" {
+		// Replicas share their keys, so PostgreSQL wants them set, not
+		// made in the data dir.
+		key = secret.NewAPIKey()
+		env = append(env, "MMCONNECT_DATABASE_URL="+postgres, "MMCONNECT_API_KEYS=load:"+key,
+			"MMCONNECT_ENCRYPTION_KEY="+secret.NewEncryptionKey())
+	}
 	srv, base, err := process.Start(bin, env)
 	if err != nil {
 		return err
 	}
-	keyBytes, err := os.ReadFile(filepath.Join(dir, "data", "api-key"))
-	if err != nil {
-		return err
+	if key == "" {
+		keyBytes, err := os.ReadFile(filepath.Join(dir, "data", "api-key"))
+		if err != nil {
+			return err
+		}
+		key = strings.TrimSpace(string(keyBytes))
 	}
-	key := strings.TrimSpace(string(keyBytes))
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 	call := func(method, path string, body any) (int, map[string]any, error) {
 		var rd io.Reader
