@@ -7,9 +7,21 @@ import (
 )
 
 // Every action leaves one audit row naming who, from where, with which
-// request, and no row holds a secret.
+// request, and no row holds a secret; with webhooks off too, where a
+// change records no events (a reconnect's row was lost that way once).
 func TestAuditTrail(t *testing.T) {
-	h := newHarness(t)
+	for _, tc := range []struct {
+		name string
+		opts harnessOptions
+	}{
+		{"webhooks on", harnessOptions{}},
+		{"webhooks off", harnessOptions{noWebhooks: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testAuditTrail(t, newHarnessWith(t, tc.opts)) })
+	}
+}
+
+func testAuditTrail(t *testing.T, h *harness) {
 	sessID, sessTok := h.openSession("u1")
 	id := h.connect(tokenA, strp("u1"))["id"].(string)
 	h.connect(tokenA2, strp("u1")) // a reconnect

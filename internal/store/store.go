@@ -746,12 +746,15 @@ func (s *Store) Update(ctx context.Context, c connection.Connection, expect int6
 			}
 			return fmt.Errorf("update connection %s: changed meanwhile: %w", c.ID, connection.ErrConflict)
 		}
-		if len(ch.Events) == 0 && ch.Revocation == nil {
-			return nil
-		}
+		// The events are numbered on from the connection's count, which
+		// the update moved; what else the change carries (its audit row,
+		// the key that sealed a new token, a pending revocation) needs no
+		// number, and is recorded with or without events.
 		var seq int64
-		if err := tx.Model(&connectionRow{}).Select("event_seq").Where("id = ?", c.ID).Scan(&seq).Error; err != nil {
-			return err
+		if len(ch.Events) > 0 {
+			if err := tx.Model(&connectionRow{}).Select("event_seq").Where("id = ?", c.ID).Scan(&seq).Error; err != nil {
+				return err
+			}
 		}
 		return s.recordChange(tx, c.ID, seq-int64(len(ch.Events))+1, ch)
 	})

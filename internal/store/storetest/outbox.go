@@ -3,19 +3,23 @@ package storetest
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/mmconnect/mmconnect/internal/audit"
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/webhook"
 )
 
-// Outbox is a store of connections that also keeps their events.
+// Outbox is a store of connections that also keeps their events and the
+// audit trail.
 type Outbox interface {
 	connection.Store
 	webhook.Store
+	audit.Store
 }
 
 // RunOutbox runs the contract of what changes record beside a connection
@@ -28,6 +32,7 @@ func RunOutbox(t *testing.T, newStore func(t *testing.T) Outbox) {
 	}{
 		{"EventsNumberedPerConnection", testEventsNumbered},
 		{"ConflictWritesNoEvent", testConflictWritesNoEvent},
+		{"ChangeWithoutEventsIsRecorded", testChangeWithoutEvents},
 		{"StatusChangeKeepsToken", testStatusChangeKeepsToken},
 		{"OlderCheckRefused", testOlderCheckRefused},
 		{"ClaimDueOnce", testClaimDueOnce},
@@ -302,5 +307,43 @@ func testRevocationsAndPurge(t *testing.T, s Outbox) {
 	}
 	if cs, _ := s.Purgeable(ctx, at.Add(time.Second), 10); len(cs) != 1 || cs[0].ID != c.ID {
 		t.Fatalf("Purgeable = %d connections, want the revoked one", len(cs))
+	}
+}
+
+// A change without events still records what it carries beside the
+// connection: its audit row, and the key that sealed its new token. With
+// webhooks off no change has events, and a reconnect is such a change.
+func testChangeWithoutEvents(t *testing.T, s Outbox) {
+	ctx := context.Background()
+	c := sample(70, str("quiet"))
+	mustCreate(t, s, c)
+	upd := c
+	upd.Generation, upd.SealedToken = 2, []byte("mmc1.0000000b.resealed")
+	upd.UpdatedAt = c.UpdatedAt.Add(time.Second)
+	aud := &connection.AuditEvent{ID: connection.AuditIDPrefix + "quiet", At: upd.UpdatedAt, Actor: "test",
+		Action: connection.AuditConnectionReconnect, ConnectionID: c.ID}
+	if err := s.Update(ctx, upd, 1, connection.Change{SealingKey: "0000000b", Audit: aud}); err != nil {
+		t.Fatal(err)
+	}
+	trail, err := s.ListAuditEvents(ctx, audit.Filter{ConnectionID: c.ID, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trail) != 1 || trail[0].Action != connection.AuditConnectionReconnect {
+		t.Errorf("audit trail of the change: %+v, want its one reconnect", trail)
+	}
+	keys, err := s.SealingKeyIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(keys, "0000000b") {
+		t.Errorf("sealing keys %v, want the change's 0000000b among them", keys)
+	}
+	if got := events(t, s, c.ID); len(got) != 0 {
+		t.Errorf("%d events, want none", len(got))
+	}
+	got, err := s.Get(ctx, c.ID)
+	if err != nil || got.Generation != 2 {
+		t.Fatalf("after the change: generation %d, %v", got.Generation, err)
 	}
 }
