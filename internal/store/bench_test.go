@@ -36,6 +36,30 @@ func benchStore(b *testing.B, s *Store) {
 			}
 		}
 	})
+	// A status change with its event and audit row, as a check that
+	// finds a token revoked records it (and, here, as its recovery).
+	b.Run("Update", func(b *testing.B) {
+		c := benchConnection(900_000_000 + b.N) // a connection of its own for each round
+		if err := s.Create(ctx, c, benchChange); err != nil {
+			b.Fatal(err)
+		}
+		i := 0
+		for b.Loop() {
+			i++
+			next := c
+			next.Status = map[bool]connection.Status{true: connection.StatusInvalid, false: connection.StatusActive}[i%2 == 1]
+			next.UpdatedAt = c.UpdatedAt.Add(time.Microsecond)
+			now := next.UpdatedAt
+			ch := connection.Change{Events: []connection.Event{{ID: connection.NewEventID(), Type: connection.EventInvalid, At: now,
+				Connection: connection.Snapshot(next)}},
+				Audit: &connection.AuditEvent{ID: fmt.Sprint(connection.AuditIDPrefix, "bench-", i), At: now, Actor: "bench",
+					Action: "connection.verify", ConnectionID: c.ID}}
+			if err := s.Update(ctx, next, c.Generation, ch); err != nil {
+				b.Fatal(err)
+			}
+			c = next
+		}
+	})
 	b.Run("Get", func(b *testing.B) {
 		id := benchConnection(1).ID
 		for b.Loop() {

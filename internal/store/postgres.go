@@ -141,13 +141,7 @@ type liveCap struct {
 // error, translated as GORM translates them (a unique violation is
 // gorm.ErrDuplicatedKey); the connection's.
 func (s *Store) createPipelined(ctx context.Context, lc *liveCap, stmts []stmt) error {
-	conn, err := s.sqlDB.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		pc := dc.(*stdlib.Conn).Conn()
+	return s.pipelined(ctx, func(pc *pgx.Conn) error {
 		b := &pgx.Batch{}
 		b.Queue("BEGIN")
 		if lc != nil {
@@ -160,22 +154,91 @@ func (s *Store) createPipelined(ctx context.Context, lc *liveCap, stmts []stmt) 
 			b.Queue(s.liveCapQ, lc.endUserID, lc.max)
 		}
 		b.Queue("COMMIT")
-		begin := time.Now()
-		err := pc.SendBatch(ctx, b).Close() // runs every queued statement; the first error
-		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == migrations.LiveCapSQLState {
-			err = fmt.Errorf("%s: %w", pgErr.Message, connection.ErrTooManyConnections)
+		return s.sendBatch(ctx, pc, b)
+	})
+}
+
+// updatePipelined runs Update's transaction on PostgreSQL in two round
+// trips: BEGIN and the conditional update, which returns the connection's
+// event count; then what the change records beside the row (changeStmts,
+// its events numbered up to that count) and COMMIT. Run by GORM, one
+// statement at a time, an update with an event and its audit row took
+// about ten. update is the UPDATE as GORM builds it (a dry run of the same
+// query SQLite runs). When it matches no row, a third round trip tells
+// ErrNotFound from ErrConflict. Errors: ErrNotFound; ErrConflict
+// (wrapped); the statements', as createPipelined's.
+func (s *Store) updatePipelined(ctx context.Context, id string, update *gorm.Statement, ch connection.Change) error {
+	return s.pipelined(ctx, func(pc *pgx.Conn) error {
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		var seq int64
+		matched := false
+		b.Queue(update.SQL.String()+" RETURNING event_seq", update.Vars...).QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&seq)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			matched = err == nil
+			return err
+		})
+		if err := s.sendBatch(ctx, pc, b); err != nil {
+			return err
 		}
-		err = traced(ctx, s.db, begin, func() string { return batchText(b) }, -1, err)
+		if !matched {
+			var exists bool
+			if err := pc.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM connections WHERE id = $1)", id).Scan(&exists); err != nil {
+				return err
+			}
+			return missed(id, exists)
+		}
+		rest, err := s.changeStmts(id, seq-int64(len(ch.Events))+1, ch)
+		if err != nil {
+			return err
+		}
+		b = &pgx.Batch{}
+		for _, st := range rest {
+			b.Queue(st.w.query, st.args...)
+		}
+		b.Queue("COMMIT")
+		return s.sendBatch(ctx, pc, b)
+	})
+}
+
+// pipelined runs fn on one of the pool's connections as pgx's own, to
+// send batches, which database/sql cannot. When fn fails, the
+// transaction it may have left open is rolled back; when that fails too,
+// the connection is dropped rather than returned to the pool inside a
+// transaction. Errors: fn's; the pool's.
+func (s *Store) pipelined(ctx context.Context, fn func(pc *pgx.Conn) error) error {
+	conn, err := s.sqlDB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		pc := dc.(*stdlib.Conn).Conn()
+		err := fn(pc)
 		if err == nil {
 			return nil
 		}
 		if _, rerr := pc.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
-			// The transaction may still be open: the connection must not
-			// go back to the pool.
 			return errors.Join(err, driver.ErrBadConn)
 		}
 		return err
 	})
+}
+
+// sendBatch sends b in one round trip and reads every result. Its error
+// is the first statement's, logged and translated as GORM does its own
+// (a unique violation is gorm.ErrDuplicatedKey); the cap's check
+// refusing a create is ErrTooManyConnections, wrapped with the count.
+func (s *Store) sendBatch(ctx context.Context, pc *pgx.Conn, b *pgx.Batch) error {
+	begin := time.Now()
+	err := pc.SendBatch(ctx, b).Close()
+	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == migrations.LiveCapSQLState {
+		err = fmt.Errorf("%s: %w", pgErr.Message, connection.ErrTooManyConnections)
+	}
+	return traced(ctx, s.db, begin, func() string { return batchText(b) }, -1, err)
 }
 
 // liveCapQuery checks, after a create's inserts, that its end user is not

@@ -691,7 +691,9 @@ func (s *Store) rebind(q string) string {
 
 // Update implements connection.Store. It names every column, so that an
 // error cleared is written as NULL (GORM skips zero values in a struct
-// update).
+// update). On SQLite it is one more write of the group commit; on
+// PostgreSQL the same UPDATE, as GORM builds it, is sent in a pipelined
+// transaction of two round trips (updatePipelined).
 func (s *Store) Update(ctx context.Context, c connection.Connection, expect int64, ch connection.Change) error {
 	ctx, cancel := s.op(ctx, "store.Update")
 	defer cancel()
@@ -725,43 +727,60 @@ func (s *Store) Update(ctx context.Context, c connection.Connection, expect int6
 		// change never writes the token column.
 		cols["sealed_token"] = r.SealedToken
 	}
-	err := s.tx(ctx, func(tx *gorm.DB) error {
-		q := tx.Model(&connectionRow{}).Where("id = ? AND generation = ? AND status <> 'revoked'", c.ID, expect)
+	where := func(db *gorm.DB) *gorm.DB {
+		q := db.Model(&connectionRow{}).Where("id = ? AND generation = ? AND status <> 'revoked'", c.ID, expect)
 		if r.LastCheckedAt != nil && c.Generation == expect {
 			// A check's outcome: only if no newer check was recorded. A new
 			// token or a revoke is not a check; its generation decides.
 			q = q.Where("(last_checked_at IS NULL OR last_checked_at <= ?)", *r.LastCheckedAt)
 		}
-		res := q.Updates(cols)
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected != 1 {
-			var n int64
-			if err := tx.Model(&connectionRow{}).Where("id = ?", c.ID).Count(&n).Error; err != nil {
-				return err
+		return q
+	}
+	var err error
+	if s.dialect == "postgres" {
+		update := where(s.db.Session(&gorm.Session{DryRun: true, Context: ctx})).Updates(cols).Statement
+		err = s.updatePipelined(ctx, c.ID, update, ch)
+	} else {
+		err = s.tx(ctx, func(tx *gorm.DB) error {
+			res := where(tx).Updates(cols)
+			if res.Error != nil {
+				return res.Error
 			}
-			if n == 0 {
-				return connection.ErrNotFound
+			if res.RowsAffected != 1 {
+				var n int64
+				if err := tx.Model(&connectionRow{}).Where("id = ?", c.ID).Count(&n).Error; err != nil {
+					return err
+				}
+				return missed(c.ID, n > 0)
 			}
-			return fmt.Errorf("update connection %s: changed meanwhile: %w", c.ID, connection.ErrConflict)
-		}
-		// The events are numbered on from the connection's count, which
-		// the update moved; what else the change carries (its audit row,
-		// the key that sealed a new token, a pending revocation) needs no
-		// number, and is recorded with or without events.
-		var seq int64
-		if len(ch.Events) > 0 {
-			if err := tx.Model(&connectionRow{}).Select("event_seq").Where("id = ?", c.ID).Scan(&seq).Error; err != nil {
-				return err
+			// The events are numbered on from the connection's count,
+			// which the update moved; what else the change carries (its
+			// audit row, the key that sealed a new token, a pending
+			// revocation) needs no number, and is recorded with or
+			// without events.
+			var seq int64
+			if len(ch.Events) > 0 {
+				if err := tx.Model(&connectionRow{}).Select("event_seq").Where("id = ?", c.ID).Scan(&seq).Error; err != nil {
+					return err
+				}
 			}
-		}
-		return s.recordChange(tx, c.ID, seq-int64(len(ch.Events))+1, ch)
-	})
+			return s.recordChange(tx, c.ID, seq-int64(len(ch.Events))+1, ch)
+		})
+	}
 	if errors.Is(err, connection.ErrNotFound) || errors.Is(err, connection.ErrConflict) {
 		return err
 	}
 	return s.wrap("update connection", err)
+}
+
+// missed is Update's error when its conditional update matched no row:
+// ErrNotFound when the connection is gone, ErrConflict when it changed
+// meanwhile (a newer generation, a newer check, a revoke).
+func missed(id string, exists bool) error {
+	if !exists {
+		return connection.ErrNotFound
+	}
+	return fmt.Errorf("update connection %s: changed meanwhile: %w", id, connection.ErrConflict)
 }
 
 // Ping implements connection.Store.

@@ -78,7 +78,9 @@ func testEventsNumbered(t *testing.T, s Outbox) {
 	}
 	inv := quiet
 	inv.Status = connection.StatusInvalid
-	if err := s.Update(ctx, inv, 1, connection.Change{Events: []connection.Event{event(connection.EventInvalid, inv)}}); err != nil {
+	// Two events in one change: they take consecutive numbers.
+	if err := s.Update(ctx, inv, 1, connection.Change{Events: []connection.Event{event(connection.EventInvalid, inv),
+		event(connection.EventRecovered, inv)}}); err != nil {
 		t.Fatal(err)
 	}
 	rev := inv
@@ -90,7 +92,8 @@ func testEventsNumbered(t *testing.T, s Outbox) {
 		t.Fatal(err)
 	}
 	got := events(t, s, c.ID)
-	want := []connection.EventType{connection.EventCreated, connection.EventInvalid, connection.EventRevoked, connection.EventDeleted}
+	want := []connection.EventType{connection.EventCreated, connection.EventInvalid, connection.EventRecovered, connection.EventRevoked,
+		connection.EventDeleted}
 	if len(got) != len(want) {
 		t.Fatalf("%d events, want %d", len(got), len(want))
 	}
