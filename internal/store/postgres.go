@@ -141,9 +141,7 @@ type liveCap struct {
 // error, translated as GORM translates them (a unique violation is
 // gorm.ErrDuplicatedKey); the connection's.
 func (s *Store) createPipelined(ctx context.Context, lc *liveCap, stmts []stmt) error {
-	return s.pipelined(ctx, func(pc *pgx.Conn) error {
-		b := &pgx.Batch{}
-		b.Queue("BEGIN")
+	return s.batchTx(ctx, func(b *pgx.Batch) {
 		if lc != nil {
 			b.Queue(endUserLockQuery, lc.endUserID)
 		}
@@ -153,9 +151,27 @@ func (s *Store) createPipelined(ctx context.Context, lc *liveCap, stmts []stmt) 
 		if lc != nil {
 			b.Queue(s.liveCapQ, lc.endUserID, lc.max)
 		}
+	})
+}
+
+// batchTx runs the statements fill queues as one transaction in one
+// round trip on PostgreSQL: BEGIN, them, COMMIT, in a pipelined batch.
+// Errors: as sendBatch's; the pool's.
+func (s *Store) batchTx(ctx context.Context, fill func(b *pgx.Batch)) error {
+	return s.pipelined(ctx, func(pc *pgx.Conn) error {
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		fill(b)
 		b.Queue("COMMIT")
 		return s.sendBatch(ctx, pc, b)
 	})
+}
+
+// dryRun is the statement build makes, as GORM would run it, without
+// running it: the text and arguments a pipelined batch sends, from the
+// same query the SQLite path runs.
+func (s *Store) dryRun(ctx context.Context, build func(db *gorm.DB) *gorm.DB) *gorm.Statement {
+	return build(s.db.Session(&gorm.Session{DryRun: true, Context: ctx})).Statement
 }
 
 // updatePipelined runs Update's transaction on PostgreSQL in two round

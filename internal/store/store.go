@@ -738,7 +738,7 @@ func (s *Store) Update(ctx context.Context, c connection.Connection, expect int6
 	}
 	var err error
 	if s.dialect == "postgres" {
-		update := where(s.db.Session(&gorm.Session{DryRun: true, Context: ctx})).Updates(cols).Statement
+		update := s.dryRun(ctx, func(db *gorm.DB) *gorm.DB { return where(db).Updates(cols) })
 		err = s.updatePipelined(ctx, c.ID, update, ch)
 	} else {
 		err = s.tx(ctx, func(tx *gorm.DB) error {
