@@ -69,7 +69,7 @@ func (s *Store) ClaimKey(ctx context.Context, r idempotency.Record, staleBefore 
 // FinishKey implements idempotency.Store. The answer and the key that
 // sealed it are written in one transaction: on SQLite in the group
 // commit, on PostgreSQL in one round trip (batchTx), where GORM's
-// transaction took about six; the client waits for it before its answer.
+// transaction took about six; the request is not done until it is.
 func (s *Store) FinishKey(ctx context.Context, key string, status int, sealedBody []byte, sealingKey string) error {
 	ctx, cancel := s.op(ctx, "store.FinishKey")
 	defer cancel()
