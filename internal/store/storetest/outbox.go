@@ -3,6 +3,8 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -33,6 +35,7 @@ func RunOutbox(t *testing.T, newStore func(t *testing.T) Outbox) {
 		{"EventsNumberedPerConnection", testEventsNumbered},
 		{"ConflictWritesNoEvent", testConflictWritesNoEvent},
 		{"ChangeWithoutEventsIsRecorded", testChangeWithoutEvents},
+		{"AuditTrail", testAuditTrail},
 		{"StatusChangeKeepsToken", testStatusChangeKeepsToken},
 		{"OlderCheckRefused", testOlderCheckRefused},
 		{"ClaimDueOnce", testClaimDueOnce},
@@ -348,5 +351,64 @@ func testChangeWithoutEvents(t *testing.T, s Outbox) {
 	got, err := s.Get(ctx, c.ID)
 	if err != nil || got.Generation != 2 {
 		t.Fatalf("after the change: generation %d, %v", got.Generation, err)
+	}
+}
+
+// The audit trail keeps every event whole, lists them newest first,
+// filtered and in keyset pages, and prunes by age.
+func testAuditTrail(t *testing.T, s Outbox) {
+	ctx := context.Background()
+	ev := func(n int, actor, action, conn string) audit.Event {
+		return audit.Event{ID: fmt.Sprintf("%s%03d", connection.AuditIDPrefix, n), At: base.Add(time.Duration(n) * time.Minute),
+			Actor: actor, Action: action, ConnectionID: conn, ClientIP: "203.0.113.7", RequestID: fmt.Sprint("req-", n), Detail: "active"}
+	}
+	all := []audit.Event{
+		ev(1, "key-a", audit.ConnectionCredential, "conn_1"),
+		ev(2, "session:u1", audit.ConnectionVerify, "conn_1"),
+		ev(3, "key-a", audit.ConnectionProxy, "conn_2"),
+		ev(4, "key-a", audit.ConnectionCredential, "conn_2"),
+	}
+	for _, e := range all {
+		if err := s.AddAuditEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(f audit.Filter) string {
+		t.Helper()
+		got, err := s.ListAuditEvents(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range got {
+			out = append(out, e.ID[len(e.ID)-3:])
+		}
+		return fmt.Sprint(out)
+	}
+	for _, tc := range []struct {
+		name string
+		f    audit.Filter
+		want string
+	}{
+		{"all, newest first", audit.Filter{Limit: 10}, "[004 003 002 001]"},
+		{"one connection", audit.Filter{ConnectionID: "conn_1", Limit: 10}, "[002 001]"},
+		{"one actor and action", audit.Filter{Actor: "key-a", Action: audit.ConnectionCredential, Limit: 10}, "[004 001]"},
+		{"since", audit.Filter{Since: &all[2].At, Limit: 10}, "[004 003]"},
+		{"a page", audit.Filter{Limit: 2}, "[004 003]"},
+		{"the page after it", audit.Filter{Limit: 2, After: &connection.Position{CreatedAt: all[2].At, ID: all[2].ID}}, "[002 001]"},
+	} {
+		if got := ids(tc.f); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	got, err := s.ListAuditEvents(ctx, audit.Filter{ConnectionID: "conn_2", Action: audit.ConnectionProxy, Limit: 1})
+	if err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], all[2]) {
+		t.Errorf("stored %+v (%v), want %+v", got, err, all[2])
+	}
+	if n, err := s.PruneAuditEvents(ctx, all[2].At); err != nil || n != 2 {
+		t.Fatalf("PruneAuditEvents: %d, %v; want the 2 older events", n, err)
+	}
+	if got := ids(audit.Filter{Limit: 10}); got != "[004 003]" {
+		t.Errorf("after pruning: %s", got)
 	}
 }
