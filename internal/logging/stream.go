@@ -28,8 +28,7 @@ type Stream struct {
 	size     int
 
 	mu     sync.Mutex // guards the fields below and orders writes to out
-	held   []byte     // whole lines, oldest first
-	armed  bool       // timer will write held out
+	held   []byte     // whole lines, oldest first; the timer runs while any are held
 	closed bool
 	timer  *time.Timer
 
@@ -96,11 +95,10 @@ func (d deferred) Write(p []byte) (int, error) {
 	if len(s.held)+len(p) > s.size {
 		s.writeHeld()
 	}
-	s.held = append(s.held, p...)
-	if !s.armed {
-		s.armed = true
+	if len(s.held) == 0 { // the first line held waits at most the interval
 		s.timer.Reset(s.interval)
 	}
+	s.held = append(s.held, p...)
 	return len(p), nil
 }
 
@@ -108,7 +106,6 @@ func (d deferred) Write(p []byte) (int, error) {
 func (s *Stream) flushHeld() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.armed = false
 	s.writeHeld()
 }
 
@@ -137,6 +134,5 @@ func (s *Stream) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	s.timer.Stop()
-	s.armed = false
 	return s.writeHeld()
 }
