@@ -145,9 +145,7 @@ func (s *Store) createPipelined(ctx context.Context, lc *liveCap, stmts []stmt) 
 		if lc != nil {
 			b.Queue(endUserLockQuery, lc.endUserID)
 		}
-		for _, st := range stmts {
-			b.Queue(st.w.query, st.args...)
-		}
+		queueAll(b, stmts)
 		if lc != nil {
 			b.Queue(s.liveCapQ, lc.endUserID, lc.max)
 		}
@@ -213,12 +211,18 @@ func (s *Store) updatePipelined(ctx context.Context, id string, update *gorm.Sta
 			return err
 		}
 		b = &pgx.Batch{}
-		for _, st := range rest {
-			b.Queue(st.w.query, st.args...)
-		}
+		queueAll(b, rest)
 		b.Queue("COMMIT")
 		return s.sendBatch(ctx, pc, b)
 	})
+}
+
+// queueAll queues stmts on b in order: execAll's twin, for a pipelined
+// batch.
+func queueAll(b *pgx.Batch, stmts []stmt) {
+	for _, st := range stmts {
+		b.Queue(st.w.query, st.args...)
+	}
 }
 
 // pipelined runs fn on one of the pool's connections as pgx's own, to
