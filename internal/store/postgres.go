@@ -231,13 +231,7 @@ func queueAll(b *pgx.Batch, stmts []stmt) {
 // the connection is dropped rather than returned to the pool inside a
 // transaction. Errors: fn's; the pool's.
 func (s *Store) pipelined(ctx context.Context, fn func(pc *pgx.Conn) error) error {
-	conn, err := s.sqlDB.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		pc := dc.(*stdlib.Conn).Conn()
+	return s.rawConn(ctx, func(pc *pgx.Conn) error {
 		err := fn(pc)
 		if err == nil {
 			return nil
@@ -247,6 +241,36 @@ func (s *Store) pipelined(ctx context.Context, fn func(pc *pgx.Conn) error) erro
 		}
 		return err
 	})
+}
+
+// readRowsPgx is readRows on PostgreSQL: the query on pgx's own
+// connection. Errors: the query's; the pool's.
+func (s *Store) readRowsPgx(ctx context.Context, q string, args []any, limit int) ([]connectionRow, error) {
+	var out []connectionRow
+	err := s.rawConn(ctx, func(pc *pgx.Conn) error {
+		rows, err := pc.Query(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		out, err = scanRows(rows, limit)
+		return err
+	})
+	return out, err
+}
+
+// rawConn runs fn on one of the pool's connections as pgx's own. The
+// pool checks a connection before handing it out again (pgx's
+// ResetSession: closed, left in a transaction, or idle over a second and
+// not answering a ping), as it does for its own queries. Errors: fn's;
+// the pool's.
+func (s *Store) rawConn(ctx context.Context, fn func(pc *pgx.Conn) error) error {
+	conn, err := s.sqlDB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error { return fn(dc.(*stdlib.Conn).Conn()) })
 }
 
 // sendBatch sends b in one round trip and reads every result. Its error
