@@ -343,29 +343,20 @@ func TestReadRowsReportsAnErrorAfterRows(t *testing.T) {
 	const failing = `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3)
 	SELECT 'conn_' || i, 'https://mm.example.com', NULL, 'active', 'u', 'alice', 'a@example.com', 1 = 0, '11.4.0', 'wxyz',
 		NULL, 10 / (3 - i), 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 't', 0, NULL, NULL, NULL FROM n`
-	for _, tc := range []struct {
-		name string
-		open func(t *testing.T) *Store
-	}{
-		{"sqlite", func(t *testing.T) *Store { return openTestSQLite(t) }},
-		{"postgres", func(t *testing.T) *Store { return openTestPostgres(t, storetest.PostgresURL(t)) }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := tc.open(t)
-			ctx := context.Background()
-			rows, err := s.readRows(ctx, failing, nil, 3)
-			if err == nil {
-				t.Fatalf("readRows = %d rows and no error, want the third row's error", len(rows))
+	onBothDatabases(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		rows, err := s.readRows(ctx, failing, nil, 3)
+		if err == nil {
+			t.Fatalf("readRows = %d rows and no error, want the third row's error", len(rows))
+		}
+		c := benchConnection(1)
+		if err := s.Create(ctx, c, connection.Change{}); err != nil {
+			t.Fatal(err)
+		}
+		for range 16 { // more reads than either pool has connections
+			if got, err := s.readRow(ctx, s.getQ, c.ID); err != nil || got.ID != c.ID {
+				t.Fatalf("a read after the failed one = %q, %v", got.ID, err)
 			}
-			c := benchConnection(1)
-			if err := s.Create(ctx, c, connection.Change{}); err != nil {
-				t.Fatal(err)
-			}
-			for range 16 { // more reads than either pool has connections
-				if got, err := s.readRow(ctx, s.getQ, c.ID); err != nil || got.ID != c.ID {
-					t.Fatalf("a read after the failed one = %q, %v", got.ID, err)
-				}
-			}
-		})
-	}
+		}
+	})
 }
