@@ -277,25 +277,37 @@ func TestSQLiteTempStore(t *testing.T) {
 	}
 }
 
-// The gauge's counts, on both databases: one per status, zero included.
+// The gauge's counts, on both databases: one per status, zero included;
+// active ones are counted as the live less the invalid, so revoked ones
+// must not be among them.
 func TestCountByStatus(t *testing.T) {
 	onBothDatabases(t, func(t *testing.T, s *Store) {
 		ctx := context.Background()
-		for i, st := range []connection.Status{connection.StatusActive, connection.StatusActive, connection.StatusInvalid} {
+		count := func(want map[string]int64) {
+			t.Helper()
+			got, err := s.CountByStatus(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("CountByStatus = %v, want %v", got, want)
+			}
+		}
+		count(map[string]int64{"active": 0, "invalid": 0, "revoked": 0})
+		statuses := []connection.Status{connection.StatusActive, connection.StatusActive, connection.StatusInvalid,
+			connection.StatusRevoked, connection.StatusRevoked, connection.StatusRevoked}
+		for i, st := range statuses {
 			c := connection.Connection{ID: fmt.Sprintf("conn_count%d", i), ServerURL: "https://a.example", Status: st,
 				MattermostUser: connection.MattermostUser{ID: fmt.Sprintf("u%d", i)}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
+			if st == connection.StatusRevoked {
+				at := time.Now()
+				c.SealedToken, c.RevokedAt = nil, &at
+			}
 			if err := s.Create(ctx, c, connection.Change{}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		got, err := s.CountByStatus(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := map[string]int64{"active": 2, "invalid": 1, "revoked": 0}
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Fatalf("CountByStatus = %v, want %v", got, want)
-		}
+		count(map[string]int64{"active": 2, "invalid": 1, "revoked": 3})
 	})
 }
 
