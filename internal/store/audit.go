@@ -89,10 +89,11 @@ func auditQuery(db *gorm.DB, f audit.Filter) *gorm.DB {
 	return q.Order("at DESC, id DESC").Limit(f.Limit)
 }
 
-// PruneAuditEvents implements audit.Store.
+// pruneAuditCond is what an audit row past the retention is (index
+// audit_events_at).
+const pruneAuditCond = "at < ?"
+
+// PruneAuditEvents implements audit.Store, a batch at a time (prune).
 func (s *Store) PruneAuditEvents(ctx context.Context, t time.Time) (int, error) {
-	ctx, cancel := s.op(ctx, "store.PruneAuditEvents")
-	defer cancel()
-	res := s.db.WithContext(ctx).Where("at < ?", micros(t)).Delete(&auditRow{})
-	return int(res.RowsAffected), s.wrap("prune audit events", res.Error)
+	return s.prune(ctx, "PruneAuditEvents", "audit_events", "id", pruneAuditCond, micros(t))
 }

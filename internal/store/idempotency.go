@@ -103,10 +103,11 @@ func (s *Store) ReleaseKey(ctx context.Context, key string) error {
 	return s.wrap("release idempotency key", s.db.WithContext(ctx).Where("key_hash = ? AND status = 0", key).Delete(&idempotencyRow{}).Error)
 }
 
-// PruneKeys implements idempotency.Store.
+// pruneKeysCond is what an expired idempotency key is (index
+// idempotency_keys_expires).
+const pruneKeysCond = "expires_at < ?"
+
+// PruneKeys implements idempotency.Store, a batch at a time (prune).
 func (s *Store) PruneKeys(ctx context.Context, t time.Time) (int, error) {
-	ctx, cancel := s.op(ctx, "store.PruneKeys")
-	defer cancel()
-	res := s.db.WithContext(ctx).Where("expires_at < ?", micros(t)).Delete(&idempotencyRow{})
-	return int(res.RowsAffected), s.wrap("prune idempotency keys", res.Error)
+	return s.prune(ctx, "PruneKeys", "idempotency_keys", "key_hash", pruneKeysCond, micros(t))
 }

@@ -69,7 +69,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions, log *sl
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	s := &Store{db: db, rdb: db, sqlDB: sqlDB, rsqlDB: sqlDB, dialect: "postgres", classify: classifyPostgres,
-		opTimeout: opts.StatementTimeout + 2*time.Second}
+		opTimeout: opts.StatementTimeout + 2*time.Second, pruneBatch: defaultPruneBatch}
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 120))
 	if err != nil {
 		sqlDB.Close()

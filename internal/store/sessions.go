@@ -62,9 +62,13 @@ func (s *Store) DeleteSession(ctx context.Context, id string) error {
 	return nil
 }
 
-// DeleteSessionsExpiredBefore implements session.Store.
+// pruneSessionsCond is what a connect session expired before the cutoff
+// is (index connect_sessions_expires).
+const pruneSessionsCond = "expires_at < ?"
+
+// DeleteSessionsExpiredBefore implements session.Store, a batch at a time
+// (prune).
 func (s *Store) DeleteSessionsExpiredBefore(ctx context.Context, t time.Time) error {
-	ctx, cancel := s.op(ctx, "store.DeleteSessionsExpiredBefore")
-	defer cancel()
-	return s.wrap("delete expired sessions", s.db.WithContext(ctx).Where("expires_at < ?", micros(t)).Delete(&sessionRow{}).Error)
+	_, err := s.prune(ctx, "DeleteSessionsExpiredBefore", "connect_sessions", "id", pruneSessionsCond, micros(t))
+	return err
 }

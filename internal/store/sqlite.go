@@ -103,7 +103,7 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 		sqlDB.Close()
 		return nil, err
 	}
-	s := &Store{db: db, rdb: rdb, sqlDB: sqlDB, rsqlDB: rsqlDB, dialect: "sqlite", classify: classifySQLite, opTimeout: 15 * time.Second}
+	s := &Store{db: db, rdb: rdb, sqlDB: sqlDB, rsqlDB: rsqlDB, dialect: "sqlite", classify: classifySQLite, opTimeout: 15 * time.Second, pruneBatch: defaultPruneBatch}
 	if err := migrate(ctx, goose.DialectSQLite3, sqlDB, nil, log); err != nil {
 		s.Close()
 		return nil, err

@@ -372,3 +372,42 @@ func TestReadRowsReportsAnErrorAfterRows(t *testing.T) {
 		}
 	})
 }
+
+// A prune deletes a backlog a batch at a time (here batches of 2), until a
+// batch comes up short: every row past the cutoff goes, however many
+// batches that takes, and none after it.
+func TestPruneDeletesABacklogInBatches(t *testing.T) {
+	onBothDatabases(t, func(t *testing.T, s *Store) {
+		s.pruneBatch = 2
+		ctx := context.Background()
+		base := time.Now().UTC().Truncate(time.Microsecond)
+		for i := range 7 { // 0-4 are past the cutoff; 5 and 6 are not
+			at := base.Add(time.Duration(i) * time.Second)
+			if err := s.AddAuditEvent(ctx, audit.Event{ID: fmt.Sprintf("aud_prune%d", i), At: at, Actor: "app",
+				Action: audit.ConnectionCredential, ConnectionID: "conn_x"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CreateSession(ctx, session.Session{ID: fmt.Sprintf("cs_prune%d", i), TokenHash: fmt.Sprint("hash", i),
+				EndUserID: "u", CreatedAt: at.Add(-time.Hour), ExpiresAt: at}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cutoff := base.Add(5 * time.Second)
+		if n, err := s.PruneAuditEvents(ctx, cutoff); err != nil || n != 5 {
+			t.Fatalf("PruneAuditEvents = %d, %v; want the 5 before the cutoff", n, err)
+		}
+		left, err := s.ListAuditEvents(ctx, audit.Filter{Limit: 10})
+		if err != nil || len(left) != 2 || left[0].ID != "aud_prune6" || left[1].ID != "aud_prune5" {
+			t.Fatalf("audit rows left = %+v, %v; want aud_prune6 and aud_prune5", left, err)
+		}
+		if err := s.DeleteSessionsExpiredBefore(ctx, cutoff); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 7 {
+			_, err := s.SessionByTokenHash(ctx, fmt.Sprint("hash", i))
+			if gone := errors.Is(err, session.ErrNotFound); gone != (i < 5) {
+				t.Errorf("session %d: %v; want it gone only when it expired before the cutoff", i, err)
+			}
+		}
+	})
+}

@@ -161,13 +161,11 @@ func (s *Store) Requeue(ctx context.Context, id string, now, deadline time.Time)
 	return d, nil
 }
 
-// PruneSettled implements webhook.Store.
+// pruneSettledCond is what a delivery settled before the cutoff is
+// (index webhook_events_settled).
+const pruneSettledCond = "status <> 'pending' AND settled_at < ?"
+
+// PruneSettled implements webhook.Store, a batch at a time (prune).
 func (s *Store) PruneSettled(ctx context.Context, cutoff time.Time) (int, error) {
-	ctx, cancel := s.op(ctx, "store.PruneSettled")
-	defer cancel()
-	res := s.db.WithContext(ctx).Where("status <> 'pending' AND settled_at < ?", micros(cutoff)).Delete(&eventRow{})
-	if res.Error != nil {
-		return 0, s.wrap("prune webhook deliveries", res.Error)
-	}
-	return int(res.RowsAffected), nil
+	return s.prune(ctx, "PruneSettled", "webhook_events", "id", pruneSettledCond, micros(cutoff))
 }
