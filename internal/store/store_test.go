@@ -16,6 +16,7 @@ import (
 
 	"github.com/mmconnect/mmconnect/internal/audit"
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/idempotency"
 	"github.com/mmconnect/mmconnect/internal/session"
 	"github.com/mmconnect/mmconnect/internal/store/storetest"
 )
@@ -375,7 +376,8 @@ func TestReadRowsReportsAnErrorAfterRows(t *testing.T) {
 
 // A prune deletes a backlog a batch at a time (here batches of 2), until a
 // batch comes up short: every row past the cutoff goes, however many
-// batches that takes, and none after it.
+// batches that takes, and none after it. (The contract's PruneSettled
+// holds the webhook deliveries' prune on both databases.)
 func TestPruneDeletesABacklogInBatches(t *testing.T) {
 	onBothDatabases(t, func(t *testing.T, s *Store) {
 		s.pruneBatch = 2
@@ -391,6 +393,10 @@ func TestPruneDeletesABacklogInBatches(t *testing.T) {
 				EndUserID: "u", CreatedAt: at.Add(-time.Hour), ExpiresAt: at}); err != nil {
 				t.Fatal(err)
 			}
+			if held, err := s.ClaimKey(ctx, idempotency.Record{Key: fmt.Sprint("key", i), RequestHash: "r",
+				CreatedAt: at.Add(-time.Hour), ExpiresAt: at}, at.Add(-2*time.Hour)); err != nil || held != nil {
+				t.Fatalf("ClaimKey: %+v, %v", held, err)
+			}
 		}
 		cutoff := base.Add(5 * time.Second)
 		if n, err := s.PruneAuditEvents(ctx, cutoff); err != nil || n != 5 {
@@ -399,6 +405,14 @@ func TestPruneDeletesABacklogInBatches(t *testing.T) {
 		left, err := s.ListAuditEvents(ctx, audit.Filter{Limit: 10})
 		if err != nil || len(left) != 2 || left[0].ID != "aud_prune6" || left[1].ID != "aud_prune5" {
 			t.Fatalf("audit rows left = %+v, %v; want aud_prune6 and aud_prune5", left, err)
+		}
+		if n, err := s.PruneKeys(ctx, cutoff); err != nil || n != 5 {
+			t.Fatalf("PruneKeys = %d, %v; want the 5 expired before the cutoff", n, err)
+		}
+		var keys []string
+		if err := s.rdb.Table("idempotency_keys").Order("key_hash").Pluck("key_hash", &keys).Error; err != nil ||
+			strings.Join(keys, " ") != "key5 key6" {
+			t.Fatalf("keys left = %v, %v; want key5 and key6", keys, err)
 		}
 		if err := s.DeleteSessionsExpiredBefore(ctx, cutoff); err != nil {
 			t.Fatal(err)

@@ -40,6 +40,7 @@ func RunOutbox(t *testing.T, newStore func(t *testing.T) Outbox) {
 		{"OlderCheckRefused", testOlderCheckRefused},
 		{"ClaimDueOnce", testClaimDueOnce},
 		{"DeliveryQueueOrder", testDeliveryQueueOrder},
+		{"PruneSettled", testPruneSettled},
 		{"RevocationsAndPurge", testRevocationsAndPurge},
 	}
 	for _, tc := range tests {
@@ -271,6 +272,55 @@ func testDeliveryQueueOrder(t *testing.T, s Outbox) {
 	next, _ := s.ClaimDeliveries(ctx, now, 10, lease)
 	if len(next) != 1 || next[0].Event.ID != e2.ID || next[0].Event.Sequence != 2 {
 		t.Fatalf("after the first was delivered, claimed %+v; want the second", next)
+	}
+}
+
+// Pruning deletes the deliveries settled (delivered or failed) before the
+// cutoff, and never a pending one, however old.
+func testPruneSettled(t *testing.T, s Outbox) {
+	ctx := context.Background()
+	now := base.Add(time.Hour)
+	lease := now.Add(time.Minute)
+	ids := make([]string, 5)
+	for i := range ids {
+		c := sample(i+1, str(fmt.Sprint("prune-", i)))
+		e := event(connection.EventCreated, c)
+		if err := s.Create(ctx, c, connection.Change{Events: []connection.Event{e}}); err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = e.ID
+	}
+	if ds, err := s.ClaimDeliveries(ctx, now, 10, lease); err != nil || len(ds) != len(ids) {
+		t.Fatalf("claimed %d, %v; want %d", len(ds), err, len(ids))
+	}
+	cutoff := now.Add(time.Minute)
+	// 0 delivered and 1 failed before the cutoff; 2 delivered and 3 failed
+	// after it; 4 still pending.
+	for i, o := range []webhook.Outcome{
+		{At: now, ResponseStatus: 204, Status: webhook.StatusDelivered},
+		{At: now, ResponseStatus: 500, Status: webhook.StatusFailed},
+		{At: cutoff.Add(time.Second), ResponseStatus: 204, Status: webhook.StatusDelivered},
+		{At: cutoff.Add(time.Second), ResponseStatus: 500, Status: webhook.StatusFailed},
+	} {
+		o.NextAttemptAt, o.Deadline = o.At, o.At
+		if err := s.RecordAttempt(ctx, ids[i], lease, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.PruneSettled(ctx, cutoff); err != nil || n != 2 {
+		t.Fatalf("PruneSettled = %d, %v; want the 2 settled before the cutoff", n, err)
+	}
+	for i, id := range ids {
+		_, err := s.GetDelivery(ctx, id)
+		if gone := errors.Is(err, webhook.ErrNotFound); gone != (i < 2) {
+			t.Errorf("delivery %d: %v; want it gone only when it settled before the cutoff", i, err)
+		}
+	}
+	if n, err := s.PruneSettled(ctx, now.Add(time.Hour)); err != nil || n != 2 {
+		t.Fatalf("PruneSettled later = %d, %v; want the 2 settled since, and not the pending one", n, err)
+	}
+	if _, err := s.GetDelivery(ctx, ids[4]); err != nil {
+		t.Fatalf("the pending delivery: %v", err)
 	}
 }
 
