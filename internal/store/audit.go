@@ -89,11 +89,11 @@ func auditQuery(db *gorm.DB, f audit.Filter) *gorm.DB {
 	return q.Order("at DESC, id DESC").Limit(f.Limit)
 }
 
-// pruneAuditCond is what an audit row past the retention is (index
-// audit_events_at).
-const pruneAuditCond = "at < ?"
+// pruneAuditQuery deletes a batch of audit rows past the retention,
+// chosen through audit_events_at (prune).
+const pruneAuditQuery = "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < ? LIMIT ?)"
 
 // PruneAuditEvents implements audit.Store, a batch at a time (prune).
 func (s *Store) PruneAuditEvents(ctx context.Context, t time.Time) (int, error) {
-	return s.prune(ctx, "PruneAuditEvents", "audit_events", "id", pruneAuditCond, micros(t))
+	return s.prune(ctx, "PruneAuditEvents", pruneAuditQuery, micros(t))
 }

@@ -103,11 +103,11 @@ func (s *Store) ReleaseKey(ctx context.Context, key string) error {
 	return s.wrap("release idempotency key", s.db.WithContext(ctx).Where("key_hash = ? AND status = 0", key).Delete(&idempotencyRow{}).Error)
 }
 
-// pruneKeysCond is what an expired idempotency key is (index
-// idempotency_keys_expires).
-const pruneKeysCond = "expires_at < ?"
+// pruneKeysQuery deletes a batch of expired idempotency keys, chosen
+// through idempotency_keys_expires (prune).
+const pruneKeysQuery = "DELETE FROM idempotency_keys WHERE key_hash IN (SELECT key_hash FROM idempotency_keys WHERE expires_at < ? LIMIT ?)"
 
 // PruneKeys implements idempotency.Store, a batch at a time (prune).
 func (s *Store) PruneKeys(ctx context.Context, t time.Time) (int, error) {
-	return s.prune(ctx, "PruneKeys", "idempotency_keys", "key_hash", pruneKeysCond, micros(t))
+	return s.prune(ctx, "PruneKeys", pruneKeysQuery, micros(t))
 }

@@ -62,13 +62,13 @@ func (s *Store) DeleteSession(ctx context.Context, id string) error {
 	return nil
 }
 
-// pruneSessionsCond is what a connect session expired before the cutoff
-// is (index connect_sessions_expires).
-const pruneSessionsCond = "expires_at < ?"
+// pruneSessionsQuery deletes a batch of connect sessions expired before
+// the cutoff, chosen through connect_sessions_expires (prune).
+const pruneSessionsQuery = "DELETE FROM connect_sessions WHERE id IN (SELECT id FROM connect_sessions WHERE expires_at < ? LIMIT ?)"
 
 // DeleteSessionsExpiredBefore implements session.Store, a batch at a time
 // (prune).
 func (s *Store) DeleteSessionsExpiredBefore(ctx context.Context, t time.Time) error {
-	_, err := s.prune(ctx, "DeleteSessionsExpiredBefore", "connect_sessions", "id", pruneSessionsCond, micros(t))
+	_, err := s.prune(ctx, "DeleteSessionsExpiredBefore", pruneSessionsQuery, micros(t))
 	return err
 }

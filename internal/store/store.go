@@ -236,23 +236,23 @@ const countByStatusQuery = `SELECT (SELECT COUNT(*) FROM connections WHERE statu
 // ms, and the prune 6 s in all.
 const defaultPruneBatch = 1000
 
-// prune deletes the rows of table where cond holds (with args), a batch
-// at a time (pruneQuery), each batch a statement and an operation of its
-// own, until one deletes fewer than a batch. One statement for them all
-// held SQLite's one writer for as long as the whole backlog took (a
-// retention lowered, a long outage), so every create waited behind it;
-// past the operation's bound it was rolled back, and the backlog was
-// never cleared. name names the operation and the error. Returns how
-// many rows it deleted. Errors: a batch's (the batches before it stay
-// deleted).
-func (s *Store) prune(ctx context.Context, name, table, key, cond string, args ...any) (int, error) {
-	q := s.rebind(pruneQuery(table, key, cond, s.pruneBatch))
+// prune runs query, a DELETE of up to a batch of rows past cutoff (its
+// arguments: cutoff, then the batch's size), until a batch comes up
+// short; each batch is a statement and an operation of its own. One
+// statement for them all held SQLite's one writer for as long as the
+// whole backlog took (a retention lowered, a long outage), so every
+// create waited behind it; past the operation's bound it was rolled back,
+// and the backlog was never cleared. name names the operation and the
+// error. Returns how many rows it deleted. Errors: a batch's (the batches
+// before it stay deleted).
+func (s *Store) prune(ctx context.Context, name, query string, cutoff int64) (int, error) {
+	q := s.rebind(query)
 	total := 0
 	for {
 		n, err := func() (int64, error) {
 			ctx, cancel := s.op(ctx, "store."+name)
 			defer cancel()
-			res := s.db.WithContext(ctx).Exec(q, args...)
+			res := s.db.WithContext(ctx).Exec(q, cutoff, s.pruneBatch)
 			return res.RowsAffected, res.Error
 		}()
 		if err != nil {
@@ -263,12 +263,6 @@ func (s *Store) prune(ctx context.Context, name, table, key, cond string, args .
 			return total, nil
 		}
 	}
-}
-
-// pruneQuery deletes up to batch rows of table where cond holds, chosen
-// by the index that serves cond and deleted by their key.
-func pruneQuery(table, key, cond string, batch int) string {
-	return fmt.Sprintf("DELETE FROM %s WHERE %s IN (SELECT %s FROM %s WHERE %s LIMIT %d)", table, key, key, table, cond, batch)
 }
 
 // Dialect names the database kind: "sqlite" or "postgres".

@@ -161,11 +161,12 @@ func (s *Store) Requeue(ctx context.Context, id string, now, deadline time.Time)
 	return d, nil
 }
 
-// pruneSettledCond is what a delivery settled before the cutoff is
-// (index webhook_events_settled).
-const pruneSettledCond = "status <> 'pending' AND settled_at < ?"
+// pruneSettledQuery deletes a batch of deliveries settled before the
+// cutoff, chosen through webhook_events_settled (prune).
+const pruneSettledQuery = `DELETE FROM webhook_events WHERE id IN
+	(SELECT id FROM webhook_events WHERE status <> 'pending' AND settled_at < ? LIMIT ?)`
 
 // PruneSettled implements webhook.Store, a batch at a time (prune).
 func (s *Store) PruneSettled(ctx context.Context, cutoff time.Time) (int, error) {
-	return s.prune(ctx, "PruneSettled", "webhook_events", "id", pruneSettledCond, micros(cutoff))
+	return s.prune(ctx, "PruneSettled", pruneSettledQuery, micros(cutoff))
 }
