@@ -180,3 +180,14 @@ func (s *Store) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	}
 	return s.db.WithContext(ctx).Transaction(fn)
 }
+
+// single runs fn, which makes one statement, as one write: on SQLite in
+// the group commit, as tx does; on PostgreSQL on its own, since one
+// statement needs no BEGIN and COMMIT around it, which are two round
+// trips more.
+func (s *Store) single(ctx context.Context, fn func(db *gorm.DB) error) error {
+	if s.batch != nil {
+		return s.batch.write(ctx, fn)
+	}
+	return fn(s.db.WithContext(ctx))
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/session"
 	"github.com/mmconnect/mmconnect/internal/store/storetest"
 )
 
@@ -94,6 +95,18 @@ func benchStore(b *testing.B, s *Store) {
 	b.Run("ListPage50", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := s.List(ctx, connection.ListFilter{Limit: 51}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// A connect session, made each time an app opens the Connect page.
+	b.Run("CreateSession", func(b *testing.B) {
+		i := 0
+		now := time.Now()
+		for b.Loop() {
+			i++
+			if err := s.CreateSession(ctx, session.Session{ID: fmt.Sprint("cs_bench", i), TokenHash: fmt.Sprint("bench-hash-", i),
+				EndUserID: "u", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
 				b.Fatal(err)
 			}
 		}

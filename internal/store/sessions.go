@@ -29,7 +29,7 @@ func (s *Store) CreateSession(ctx context.Context, sess session.Session) error {
 	defer cancel()
 	row := sessionRow{ID: sess.ID, TokenHash: sess.TokenHash, EndUserID: sess.EndUserID,
 		CreatedAt: micros(sess.CreatedAt), ExpiresAt: micros(sess.ExpiresAt)}
-	return s.wrap("create session", s.tx(ctx, func(tx *gorm.DB) error { return tx.Create(&row).Error }))
+	return s.wrap("create session", s.single(ctx, func(db *gorm.DB) error { return db.Create(&row).Error }))
 }
 
 // SessionByTokenHash implements session.Store.
