@@ -58,14 +58,20 @@ func (s *Stream) Write(p []byte) (int, error) {
 // holds mu. Errors: out's.
 func (s *Stream) writeNow(p []byte) (int, error) {
 	if len(s.held) == 0 {
-		n, err := s.out.Write(p)
-		if err != nil {
-			s.lost.Add(lines(p))
-		}
-		return n, err
+		return s.emit(p)
 	}
 	s.held = append(s.held, p...)
 	return len(p), s.writeHeld()
+}
+
+// emit writes b out in one write, counting the lines a failed write
+// loses. The caller holds mu. Errors: out's.
+func (s *Stream) emit(b []byte) (int, error) {
+	n, err := s.out.Write(b)
+	if err != nil {
+		s.lost.Add(lines(b))
+	}
+	return n, err
 }
 
 // lines counts the lines in p.
@@ -115,10 +121,7 @@ func (s *Stream) writeHeld() error {
 	if len(s.held) == 0 {
 		return nil
 	}
-	_, err := s.out.Write(s.held)
-	if err != nil {
-		s.lost.Add(lines(s.held))
-	}
+	_, err := s.emit(s.held)
 	if cap(s.held) > 4*s.size { // a burst of long lines: let it go
 		s.held = nil
 	} else {
