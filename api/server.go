@@ -142,6 +142,9 @@ func NewServer(deps Deps) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = ipExtractor(deps.TrustedProxies)
+	if deps.AccessLog == nil {
+		deps.AccessLog = deps.Logger
+	}
 	s := &Server{echo: e, deps: deps, validate: newValidator(deps.AllowHTTP),
 		pageCSP: pageCSP(deps.AllowedOrigins), pageHTML: connectPageHTML(deps.AllowedOrigins),
 		limits: newRateLimiters(deps.RateLimits)}
@@ -275,9 +278,6 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		ctx := c.Request().Context()
 		log := s.deps.AccessLog
-		if log == nil {
-			log = s.deps.Logger
-		}
 		if !log.Enabled(ctx, slog.LevelInfo) {
 			return nil
 		}
