@@ -36,6 +36,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -554,8 +555,20 @@ func seedSQLite(path string, key []byte, n int) (seeded, error) {
 	if _, err := db.Exec("INSERT INTO sealing_keys (key_id) VALUES (?) ON CONFLICT (key_id) DO NOTHING", s.keyID); err != nil {
 		return seeded{}, err
 	}
-	_, err = db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
-	return s.seeded, err
+	if _, err = db.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		return seeded{}, err
+	}
+	// The seed writes without fsync, so the kernel still holds the
+	// file's pages (about 640 MB at a million rows) when the server
+	// starts. Written out here, before it starts: otherwise the server's
+	// first fsync waited for them, and a million rows' creates showed a
+	// p99 of 223-397 ms, all the requests in flight stalled once, where
+	// 54-81 ms with them written out first.
+	if err := db.Close(); err != nil {
+		return seeded{}, err
+	}
+	syscall.Sync()
+	return s.seeded, nil
 }
 
 // seedPostgres writes n active connections with COPY, then analyzes the
