@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"regexp"
@@ -41,6 +42,11 @@ func Start(bin string, env []string) (*exec.Cmd, string, error) {
 			last = sc.Text()
 			if m := listening.FindStringSubmatch(last); m != nil {
 				addr <- m[1]
+				// Only drained from now on, as fast as it comes: the
+				// server writes its log to this pipe, and a pipe that
+				// fills stalls every request the server is serving.
+				io.Copy(io.Discard, stderr)
+				break
 			}
 		}
 		exited <- last
