@@ -265,12 +265,7 @@ func (s *Store) readRowsPgx(ctx context.Context, q string, args []any, limit int
 // not answering a ping), as it does for its own queries. Errors: fn's;
 // the pool's.
 func (s *Store) rawConn(ctx context.Context, fn func(pc *pgx.Conn) error) error {
-	conn, err := s.sqlDB.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(dc any) error { return fn(dc.(*stdlib.Conn).Conn()) })
+	return raw(ctx, s.sqlDB, func(dc any) error { return fn(dc.(*stdlib.Conn).Conn()) })
 }
 
 // sendBatch sends b in one round trip and reads every result. Its error

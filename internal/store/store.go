@@ -655,24 +655,19 @@ func (s *Store) List(ctx context.Context, f connection.ListFilter) ([]connection
 
 // readRows runs the read q, whose columns are connectionColumns, and
 // scans its rows (limit, the most it returns, sizes the answer). On
-// SQLite it goes through database/sql, whose readers keep each query
-// prepared (readerParams); on PostgreSQL through pgx itself, which scans
-// each column straight into the row's field, where database/sql first
-// boxes it in a driver.Value and then converts it: a page of 50 took
-// 857 allocations where it took 1,624, and 202-226 µs where it took
-// 284-308 (BenchmarkPostgres/ListPage50); over HTTP, pages went from
-// 2,274-2,627/s to 3,085-3,290/s (BENCHMARKS.md). Errors: the query's;
-// the pool's.
+// SQLite it goes through the driver itself (readRowsSQLite), whose
+// readers keep each query prepared (readerParams); on PostgreSQL through
+// pgx itself, which scans each column straight into the row's field,
+// where database/sql first boxes it in a driver.Value and then converts
+// it: a page of 50 took 857 allocations where it took 1,624, and 202-226
+// µs where it took 284-308 (BenchmarkPostgres/ListPage50); over HTTP,
+// pages went from 2,274-2,627/s to 3,085-3,290/s (BENCHMARKS.md).
+// Errors: the query's; the pool's.
 func (s *Store) readRows(ctx context.Context, q string, args []any, limit int) ([]connectionRow, error) {
 	if s.dialect == "postgres" {
 		return s.readRowsPgx(ctx, q, args, limit)
 	}
-	rows, err := s.rsqlDB.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanRows(rows, limit)
+	return s.readRowsSQLite(ctx, q, args, limit)
 }
 
 // readRow is readRows for a read of one row. Errors: sql.ErrNoRows when

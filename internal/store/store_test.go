@@ -348,29 +348,85 @@ func onBothDatabases(t *testing.T, test func(t *testing.T, s *Store)) {
 	t.Run("postgres", func(t *testing.T) { test(t, openTestPostgres(t, storetest.PostgresURL(t))) })
 }
 
-// readRows answers an error that comes after rows have arrived (here a
-// division by zero on the third row: an error on PostgreSQL, a NULL that
-// does not scan on SQLite), not the rows before it as if they were all,
-// and the connection it read on serves the next read.
+// readRows answers an error that comes after rows have arrived (here on
+// the third row: a database error, and a NULL where a value must be), not
+// the rows before it as if they were all, and the connection it read on
+// serves the next read.
 func TestReadRowsReportsAnErrorAfterRows(t *testing.T) {
-	const failing = `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3)
+	// query's rows 1 to upTo, with generation as given (failing at 3).
+	query := func(generation string, upTo int) string {
+		return fmt.Sprintf(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3)
 	SELECT 'conn_' || i, 'https://mm.example.com', NULL, 'active', 'u', 'alice', 'a@example.com', 1 = 0, '11.4.0', 'wxyz',
-		NULL, 10 / (3 - i), 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 't', 0, NULL, NULL, NULL FROM n`
+		'sealed', %s, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 't', 0, NULL, NULL, NULL FROM n WHERE i <= %d`, generation, upTo)
+	}
+	failures := []struct{ name, generation string }{
+		{"database error", "abs(-9223372036854775805 - i)"}, // the third is the smallest bigint, whose abs overflows
+		{"NULL", "CASE WHEN i < 3 THEN i END"},
+	}
 	onBothDatabases(t, func(t *testing.T, s *Store) {
 		ctx := context.Background()
-		rows, err := s.readRows(ctx, failing, nil, 3)
-		if err == nil {
-			t.Fatalf("readRows = %d rows and no error, want the third row's error", len(rows))
-		}
-		c := benchConnection(1)
-		if err := s.Create(ctx, c, connection.Change{}); err != nil {
-			t.Fatal(err)
-		}
-		for range 16 { // more reads than either pool has connections
-			if got, err := s.readRow(ctx, s.getQ, c.ID); err != nil || got.ID != c.ID {
-				t.Fatalf("a read after the failed one = %q, %v", got.ID, err)
+		for _, f := range failures {
+			// The rows before the failing one read as they are (on
+			// SQLite, columns of no declared type: 1 = 0 is an integer).
+			rows, err := s.readRows(ctx, query(f.generation, 2), nil, 3)
+			if err != nil || len(rows) != 2 || rows[0].ID != "conn_1" || rows[1].ID != "conn_2" || rows[1].Generation == 0 ||
+				rows[0].MattermostIsBot || rows[0].EndUserID != nil || rows[0].SealedToken == nil || *rows[0].SealedToken != "sealed" {
+				t.Fatalf("%s: readRows of the first two rows = %+v, %v", f.name, rows, err)
+			}
+			if rows, err := s.readRows(ctx, query(f.generation, 3), nil, 3); err == nil {
+				t.Fatalf("%s: readRows = %d rows and no error, want the third row's error", f.name, len(rows))
 			}
 		}
+		readsAgain(t, s)
+	})
+}
+
+// readsAgain stores a connection and reads it back on every connection
+// of the pool (more reads than either pool has), each of which must
+// serve it after a read that failed on one of them.
+func readsAgain(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := context.Background()
+	c := benchConnection(1)
+	if err := s.Create(ctx, c, connection.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 16 {
+		if got, err := s.readRow(ctx, s.getQ, c.ID); err != nil || got.ID != c.ID {
+			t.Fatalf("a read after the failed one = %q, %v", got.ID, err)
+		}
+	}
+}
+
+// A read that runs past its operation's bound is stopped there (SQLite
+// interrupted by its driver, PostgreSQL's query cancelled) and answers
+// ErrUnavailable rather than running on, and the pool's connections serve
+// the next reads.
+func TestReadRowsStopsAtItsBound(t *testing.T) {
+	const row = `'conn_1', 'https://mm.example.com', NULL, 'active', 'u', 'alice', 'a@example.com', 1 = 0, '11.4.0', 'wxyz',
+		NULL, 1, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 't', 0, NULL, NULL, NULL`
+	endless := map[string]string{
+		"sqlite":   `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT ` + row + ` FROM n WHERE i < 0`,
+		"postgres": `SELECT ` + row + ` FROM pg_sleep(60)`,
+	}
+	onBothDatabases(t, func(t *testing.T, s *Store) {
+		s.opTimeout = 100 * time.Millisecond
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := s.bound(context.Background())
+			defer cancel()
+			_, err := s.readRows(ctx, endless[s.dialect], nil, 1)
+			done <- s.wrap("endless read", err)
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, connection.ErrUnavailable) {
+				t.Fatalf("a read past its bound: err = %v, want ErrUnavailable", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a read bounded to 100 ms still runs after 20 s")
+		}
+		readsAgain(t, s)
 	})
 }
 
