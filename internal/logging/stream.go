@@ -22,15 +22,28 @@ import (
 // first error forever, which would silence the log for good after one full
 // disk). What is held when the process is killed is lost; Close writes it
 // out on a clean stop.
+//
+// A write out that blocks (a full pipe, a stalled log collector) holds up
+// the requests that finish meanwhile only once they have filled what a
+// Stream holds: their access lines are held behind it, where before each
+// waited for the write to end.
 type Stream struct {
 	out      io.Writer
 	interval time.Duration
 	size     int
 
-	mu     sync.Mutex // guards the fields below and orders writes to out
+	mu     sync.Mutex // guards the fields below
 	held   []byte     // whole lines, oldest first; the timer runs while any are held
+	spare  []byte     // a buffer written out, for the next lines to be held in
 	closed bool
 	timer  *time.Timer
+
+	// outMu orders writes to out. It is taken with mu held (mu, then
+	// outMu) and mu let go before the write, so that lines are written in
+	// the order they were taken, and deferred lines are held meanwhile
+	// rather than waiting for a write that blocks (a full pipe, a slow
+	// log collector): only a line that overflows what is held waits.
+	outMu sync.Mutex
 
 	lost atomic.Uint64 // lines failed writes took with them
 }
@@ -50,28 +63,53 @@ func NewStream(out io.Writer, interval time.Duration) *Stream {
 // Write writes p, and the lines held before it, now. Errors: out's.
 func (s *Stream) Write(p []byte) (int, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.writeNow(p)
 }
 
 // writeNow writes the held lines and p out, in one write. The caller
-// holds mu. Errors: out's.
+// holds mu, which writeNow lets go. Errors: out's.
 func (s *Stream) writeNow(p []byte) (int, error) {
-	if len(s.held) == 0 {
-		return s.emit(p)
+	b, own := p, false
+	if len(s.held) > 0 {
+		s.held = append(s.held, p...)
+		b, own = s.takeHeld(), true
 	}
-	s.held = append(s.held, p...)
-	return len(p), s.writeHeld()
+	s.outMu.Lock()
+	err := s.writeOut(b, own)
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
-// emit writes b out in one write, counting the lines a failed write
-// loses. The caller holds mu. Errors: out's.
-func (s *Stream) emit(b []byte) (int, error) {
-	n, err := s.out.Write(b)
+// takeHeld is the held lines, which the Stream holds no more: the next
+// are held in the spare buffer. The caller holds mu.
+func (s *Stream) takeHeld() []byte {
+	b := s.held
+	s.held, s.spare = s.spare[:0], nil
+	return b
+}
+
+// writeOut writes b out in one write and counts the lines a failed
+// write loses; b is the Stream's own buffer when own, kept for the next
+// lines held (unless a burst of long lines grew it). The caller holds mu
+// and then outMu; writeOut lets go of mu before it writes, and of outMu
+// after. Errors: out's.
+func (s *Stream) writeOut(b []byte, own bool) error {
+	s.mu.Unlock()
+	_, err := s.out.Write(b)
+	s.outMu.Unlock()
 	if err != nil {
 		s.lost.Add(lines(b))
 	}
-	return n, err
+	if own && cap(b) <= 4*s.size {
+		s.mu.Lock()
+		if s.spare == nil {
+			s.spare = b[:0]
+		}
+		s.mu.Unlock()
+	}
+	return err
 }
 
 // lines counts the lines in p.
@@ -94,48 +132,54 @@ type deferred struct{ s *Stream }
 func (d deferred) Write(p []byte) (int, error) {
 	s := d.s
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.interval == 0 || s.closed {
 		return s.writeNow(p)
 	}
+	var full []byte
 	if len(s.held)+len(p) > s.size {
-		s.writeHeld()
+		full = s.takeHeld()
 	}
 	if len(s.held) == 0 { // the first line held waits at most the interval
 		s.timer.Reset(s.interval)
 	}
 	s.held = append(s.held, p...)
+	if full == nil {
+		s.mu.Unlock()
+		return len(p), nil
+	}
+	s.outMu.Lock() // only a line that overflows what is held waits for a write under way
+	s.writeOut(full, true)
 	return len(p), nil
 }
 
-// flushHeld is the timer's: it writes out what is held.
+// flushHeld is the timer's: it writes out what is held. While another
+// write is under way it waits for the next tick instead, holding nothing
+// up.
 func (s *Stream) flushHeld() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.writeHeld()
-}
-
-// writeHeld writes the held lines out and forgets them, written or not.
-// The caller holds mu. Errors: out's.
-func (s *Stream) writeHeld() error {
 	if len(s.held) == 0 {
-		return nil
+		s.mu.Unlock()
+		return
 	}
-	_, err := s.emit(s.held)
-	if cap(s.held) > 4*s.size { // a burst of long lines: let it go
-		s.held = nil
-	} else {
-		s.held = s.held[:0]
+	if !s.outMu.TryLock() {
+		s.timer.Reset(s.interval)
+		s.mu.Unlock()
+		return
 	}
-	return err
+	s.writeOut(s.takeHeld(), true)
 }
 
-// Close writes out what is held; lines written after it go out at once.
-// Errors: out's.
+// Close writes out what is held, after any write under way; lines
+// written after it go out at once. Errors: out's.
 func (s *Stream) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closed = true
 	s.timer.Stop()
-	return s.writeHeld()
+	s.outMu.Lock()
+	if len(s.held) == 0 {
+		s.outMu.Unlock()
+		s.mu.Unlock()
+		return nil
+	}
+	return s.writeOut(s.takeHeld(), true)
 }

@@ -136,7 +136,8 @@ func TestStreamGoesOnAfterAFailedWrite(t *testing.T) {
 }
 
 // TestStreamConcurrent writes from many goroutines at once, some lines
-// held and some prompt, and checks every line comes out once and whole.
+// held and some prompt, and checks every line comes out once, whole, and
+// in its writer's order.
 func TestStreamConcurrent(t *testing.T) {
 	var out recorder
 	s := NewStream(&out, time.Millisecond)
@@ -159,15 +160,87 @@ func TestStreamConcurrent(t *testing.T) {
 	wg.Wait()
 	s.Close()
 	seen := map[string]bool{}
+	last := map[int]int{} // each writer's lines come out in the order it wrote them
 	for _, line := range strings.Split(strings.TrimSuffix(strings.Join(out.all(), ""), "\n"), "\n") {
 		var g, i int
 		var pad string
 		if n, _ := fmt.Sscanf(line, "%d-%d %s", &g, &i, &pad); n < 2 || (i%40 != 0 && pad != strings.Repeat("x", i%40)) || seen[line] {
 			t.Fatalf("line %q is torn or repeated", line)
 		}
+		if prev, ok := last[g]; ok && i != prev+1 {
+			t.Fatalf("writer %d's line %d came out after its line %d", g, i, prev)
+		}
+		last[g] = i
 		seen[line] = true
 	}
 	if len(seen) != writers*lines {
 		t.Fatalf("%d lines came out, want %d", len(seen), writers*lines)
+	}
+}
+
+// gate is an out whose first write blocks until release is closed: a
+// full pipe, a log collector that stalls.
+type gate struct {
+	recorder
+	entered chan struct{} // closed when the first write begins
+	release chan struct{}
+	once    sync.Once
+}
+
+func (g *gate) Write(p []byte) (int, error) {
+	first := false
+	g.once.Do(func() { first = true; close(g.entered) })
+	if first {
+		<-g.release
+	}
+	return g.recorder.Write(p)
+}
+
+// A write out that blocks holds up no deferred line written meanwhile,
+// whether the timer's write or a prompt line's is the one blocked, and
+// the timer coming round meanwhile (every millisecond in the first case)
+// waits for the next tick rather than for the write: the lines are held,
+// and go out after it, in order.
+func TestStreamHoldsLinesWhileAWriteBlocks(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+		blocked  func(s *Stream) // starts the write out that blocks
+		first    string          // what that write carries
+	}{
+		{"the timer's", time.Millisecond, func(s *Stream) { s.Deferred().Write([]byte("a\n")) }, "a\n"},
+		{"a prompt line's", time.Hour, func(s *Stream) {
+			s.Deferred().Write([]byte("a\n"))
+			go s.Write([]byte("WARN\n"))
+		}, "a\nWARN\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := &gate{entered: make(chan struct{}), release: make(chan struct{})}
+			s := NewStream(out, tc.interval)
+			tc.blocked(s)
+			<-out.entered
+			done := make(chan struct{})
+			var meanwhile strings.Builder
+			go func() {
+				for i := range 50 {
+					line := fmt.Sprintf("b%d\n", i)
+					meanwhile.WriteString(line)
+					s.Deferred().Write([]byte(line))
+					time.Sleep(time.Millisecond) // the timer comes round
+				}
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a deferred line waited for a write out that blocks")
+			}
+			close(out.release)
+			s.Close()
+			got := out.all()
+			if len(got) < 2 || got[0] != tc.first || strings.Join(got[1:], "") != meanwhile.String() {
+				t.Fatalf("writes out = %q, want %q and then the lines written meanwhile", got, tc.first)
+			}
+		})
 	}
 }
