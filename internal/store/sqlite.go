@@ -199,7 +199,7 @@ func (s *Store) readRowsSQLite(ctx context.Context, q string, args []any, limit 
 			return err
 		}
 		defer rows.Close()
-		out, err = scanRows(&driverRows{rows: rows}, limit)
+		out, err = scanRows(&driverRows{rows: rows, vals: make([]driver.Value, len(rows.Columns()))}, limit)
 		return err
 	})
 	return out, err
@@ -208,7 +208,7 @@ func (s *Store) readRowsSQLite(ctx context.Context, q string, args []any, limit 
 // driverRows reads a driver's rows for scanRows.
 type driverRows struct {
 	rows driver.Rows
-	vals []driver.Value
+	vals []driver.Value // one per column of rows
 	err  error
 }
 
@@ -216,9 +216,6 @@ type driverRows struct {
 func (r *driverRows) Next() bool {
 	if r.err != nil {
 		return false
-	}
-	if r.vals == nil {
-		r.vals = make([]driver.Value, len(r.rows.Columns()))
 	}
 	err := r.rows.Next(r.vals)
 	if err != nil && err != io.EOF {

@@ -683,8 +683,8 @@ func (s *Store) readRow(ctx context.Context, q string, args ...any) (connectionR
 	return rows[0], nil
 }
 
-// scanRows scans every row of rows, database/sql's or pgx's. Errors:
-// the first row's that does not scan; rows'.
+// scanRows scans every row of rows, the SQLite driver's (driverRows) or
+// pgx's. Errors: the first row's that does not scan; rows'.
 func scanRows(rows interface {
 	Next() bool
 	Scan(...any) error
