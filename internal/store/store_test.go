@@ -356,8 +356,7 @@ func TestReadRowsReportsAnErrorAfterRows(t *testing.T) {
 	// query's rows 1 to upTo, with generation as given (failing at 3).
 	query := func(generation string, upTo int) string {
 		return fmt.Sprintf(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3)
-	SELECT 'conn_' || i, 'https://mm.example.com', NULL, 'active', 'u', 'alice', 'a@example.com', 1 = 0, '11.4.0', 'wxyz',
-		'sealed', %s, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 't', 0, NULL, NULL, NULL FROM n WHERE i <= %d`, generation, upTo)
+	SELECT %s FROM n WHERE i <= %d`, literalRow("'conn_' || i", generation), upTo)
 	}
 	failures := []struct{ name, generation string }{
 		{"database error", "abs(-9223372036854775805 - i)"}, // the third is the smallest bigint, whose abs overflows
@@ -379,6 +378,13 @@ func TestReadRowsReportsAnErrorAfterRows(t *testing.T) {
 		}
 		readsAgain(t, s)
 	})
+}
+
+// literalRow is a connection row's columns (connectionColumns) as SQL
+// both databases read, with the id and generation given as expressions.
+func literalRow(id, generation string) string {
+	return id + `, 'https://mm.example.com', NULL, 'active', 'u', 'alice', 'a@example.com', 1 = 0, '11.4.0', 'wxyz',
+		'sealed', ` + generation + `, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 't', 0, NULL, NULL, NULL`
 }
 
 // readsAgain stores a connection and reads it back on every connection
@@ -403,8 +409,7 @@ func readsAgain(t *testing.T, s *Store) {
 // ErrUnavailable rather than running on, and the pool's connections serve
 // the next reads.
 func TestReadRowsStopsAtItsBound(t *testing.T) {
-	const row = `'conn_1', 'https://mm.example.com', NULL, 'active', 'u', 'alice', 'a@example.com', 1 = 0, '11.4.0', 'wxyz',
-		NULL, 1, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 't', 0, NULL, NULL, NULL`
+	row := literalRow("'conn_1'", "1")
 	endless := map[string]string{
 		"sqlite":   `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT ` + row + ` FROM n WHERE i < 0`,
 		"postgres": `SELECT ` + row + ` FROM pg_sleep(60)`,
