@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
@@ -759,9 +760,12 @@ func (s *Store) rebind(q string) string {
 
 // Update implements connection.Store. It names every column, so that an
 // error cleared is written as NULL (GORM skips zero values in a struct
-// update). On SQLite it is one more write of the group commit; on
-// PostgreSQL the same UPDATE, as GORM builds it, is sent in a pipelined
-// transaction of two round trips (updatePipelined).
+// update). The UPDATE, as GORM builds it, returns the connection's event
+// count, so the events it records are numbered without reading the row
+// again: on SQLite it is one more write of the group commit; on
+// PostgreSQL it is sent in a pipelined transaction of two round trips
+// (updatePipelined). Errors: ErrNotFound; ErrConflict (wrapped) when the
+// row changed meanwhile; ErrUnavailable (wrapped) and the database's.
 func (s *Store) Update(ctx context.Context, c connection.Connection, expect int64, ch connection.Change) error {
 	ctx, cancel := s.op(ctx, "store.Update")
 	defer cancel()
@@ -795,8 +799,10 @@ func (s *Store) Update(ctx context.Context, c connection.Connection, expect int6
 		// change never writes the token column.
 		cols["sealed_token"] = r.SealedToken
 	}
-	where := func(db *gorm.DB) *gorm.DB {
-		q := db.Model(&connectionRow{}).Where("id = ? AND generation = ? AND status <> 'revoked'", c.ID, expect)
+	// where is the conditional update's target; into takes what the
+	// update returns.
+	where := func(db *gorm.DB, into *connectionRow) *gorm.DB {
+		q := db.Model(into).Where("id = ? AND generation = ? AND status <> 'revoked'", c.ID, expect)
 		if r.LastCheckedAt != nil && c.Generation == expect {
 			// A check's outcome: only if no newer check was recorded. A new
 			// token or a revoke is not a check; its generation decides.
@@ -806,11 +812,14 @@ func (s *Store) Update(ctx context.Context, c connection.Connection, expect int6
 	}
 	var err error
 	if s.dialect == "postgres" {
-		update := s.dryRun(ctx, func(db *gorm.DB) *gorm.DB { return where(db).Updates(cols) })
+		update := s.dryRun(ctx, func(db *gorm.DB) *gorm.DB { return where(db, &connectionRow{}).Updates(cols) })
 		err = s.updatePipelined(ctx, c.ID, update, ch)
 	} else {
 		err = s.tx(ctx, func(tx *gorm.DB) error {
-			res := where(tx).Updates(cols)
+			// The update returns the connection's event count, which it
+			// moved, as on PostgreSQL: no row means it matched none.
+			var moved connectionRow
+			res := where(tx, &moved).Clauses(clause.Returning{Columns: []clause.Column{{Name: "event_seq"}}}).Updates(cols)
 			if res.Error != nil {
 				return res.Error
 			}
@@ -821,18 +830,11 @@ func (s *Store) Update(ctx context.Context, c connection.Connection, expect int6
 				}
 				return missed(c.ID, n > 0)
 			}
-			// The events are numbered on from the connection's count,
-			// which the update moved; what else the change carries (its
-			// audit row, the key that sealed a new token, a pending
-			// revocation) needs no number, and is recorded with or
-			// without events.
-			var seq int64
-			if len(ch.Events) > 0 {
-				if err := tx.Model(&connectionRow{}).Select("event_seq").Where("id = ?", c.ID).Scan(&seq).Error; err != nil {
-					return err
-				}
-			}
-			return s.recordChange(tx, c.ID, seq-int64(len(ch.Events))+1, ch)
+			// The events are numbered on from that count; what else the
+			// change carries (its audit row, the key that sealed a new
+			// token, a pending revocation) needs no number, and is
+			// recorded with or without events.
+			return s.recordChange(tx, c.ID, moved.EventSeq-int64(len(ch.Events))+1, ch)
 		})
 	}
 	if errors.Is(err, connection.ErrNotFound) || errors.Is(err, connection.ErrConflict) {
