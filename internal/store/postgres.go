@@ -178,7 +178,7 @@ func (s *Store) dryRun(ctx context.Context, build func(db *gorm.DB) *gorm.DB) *g
 // its events numbered up to that count) and COMMIT. Run by GORM, one
 // statement at a time, an update with an event and its audit row took
 // about ten. update is the UPDATE as GORM builds it (a dry run of the same
-// query SQLite runs). When it matches no row (a race lost, which is
+// query SQLite runs, its RETURNING included). When it matches no row (a race lost, which is
 // rare), one more round trip tells ErrNotFound from ErrConflict and
 // another ends the transaction. Errors: ErrNotFound; ErrConflict
 // (wrapped); the statements', as createPipelined's.
@@ -188,7 +188,7 @@ func (s *Store) updatePipelined(ctx context.Context, id string, update *gorm.Sta
 		b.Queue("BEGIN")
 		var seq int64
 		matched := false
-		b.Queue(update.SQL.String()+" RETURNING event_seq", update.Vars...).QueryRow(func(row pgx.Row) error {
+		b.Queue(update.SQL.String(), update.Vars...).QueryRow(func(row pgx.Row) error {
 			err := row.Scan(&seq)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil

@@ -799,27 +799,27 @@ func (s *Store) Update(ctx context.Context, c connection.Connection, expect int6
 		// change never writes the token column.
 		cols["sealed_token"] = r.SealedToken
 	}
-	// where is the conditional update's target; into takes what the
-	// update returns.
-	where := func(db *gorm.DB, into *connectionRow) *gorm.DB {
-		q := db.Model(into).Where("id = ? AND generation = ? AND status <> 'revoked'", c.ID, expect)
+	// update is the conditional UPDATE, which returns the connection's
+	// event count, as it moved it, into into.
+	update := func(db *gorm.DB, into *connectionRow) *gorm.DB {
+		q := db.Model(into).Clauses(clause.Returning{Columns: []clause.Column{{Name: "event_seq"}}}).
+			Where("id = ? AND generation = ? AND status <> 'revoked'", c.ID, expect)
 		if r.LastCheckedAt != nil && c.Generation == expect {
 			// A check's outcome: only if no newer check was recorded. A new
 			// token or a revoke is not a check; its generation decides.
 			q = q.Where("(last_checked_at IS NULL OR last_checked_at <= ?)", *r.LastCheckedAt)
 		}
-		return q
+		return q.Updates(cols)
 	}
 	var err error
 	if s.dialect == "postgres" {
-		update := s.dryRun(ctx, func(db *gorm.DB) *gorm.DB { return where(db, &connectionRow{}).Updates(cols) })
-		err = s.updatePipelined(ctx, c.ID, update, ch)
+		stmt := s.dryRun(ctx, func(db *gorm.DB) *gorm.DB { return update(db, &connectionRow{}) })
+		err = s.updatePipelined(ctx, c.ID, stmt, ch)
 	} else {
 		err = s.tx(ctx, func(tx *gorm.DB) error {
-			// The update returns the connection's event count, which it
-			// moved, as on PostgreSQL: no row means it matched none.
+			// No row returned means the update matched none.
 			var moved connectionRow
-			res := where(tx, &moved).Clauses(clause.Returning{Columns: []clause.Column{{Name: "event_seq"}}}).Updates(cols)
+			res := update(tx, &moved)
 			if res.Error != nil {
 				return res.Error
 			}
