@@ -298,14 +298,3 @@ func text(v driver.Value) (string, bool) {
 	}
 	return "", false
 }
-
-// raw runs fn on one of db's connections as its driver's own, returned to
-// the pool afterwards. Errors: fn's; the pool's.
-func raw(ctx context.Context, db *sql.DB, fn func(dc any) error) error {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(fn)
-}

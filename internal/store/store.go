@@ -671,6 +671,18 @@ func (s *Store) readRows(ctx context.Context, q string, args []any, limit int) (
 	return s.readRowsSQLite(ctx, q, args, limit)
 }
 
+// raw runs fn on one of db's connections as its driver's own, returned to
+// the pool afterwards: the reads and pipelined batches of both databases
+// (readRowsSQLite, rawConn). Errors: fn's; the pool's.
+func raw(ctx context.Context, db *sql.DB, fn func(dc any) error) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(fn)
+}
+
 // readRow is readRows for a read of one row. Errors: sql.ErrNoRows when
 // there is none; readRows'.
 func (s *Store) readRow(ctx context.Context, q string, args ...any) (connectionRow, error) {
