@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -378,11 +380,19 @@ func TestVerifyRateLimitPassesRetryAfter(t *testing.T) {
 }
 
 // Many checks against one server reuse its connections: few handshakes.
+// The checks wait for the client's pool (pooledChecks) so that the count
+// is of reuse, not of timing: a check that found no idle connection dials
+// one, and when another check's connection comes back first it takes that
+// instead, while its dial goes on (its connection joins the pool later).
+// Under the race detector a TLS handshake can outlast a whole round of
+// checks, so each round began with connections still being dialed and
+// dialed more, up to 10 handshakes.
 func TestVerifyReusesConnections(t *testing.T) {
 	u := newUpstream(t, 2*time.Second)
 	s := u.serve(t, mattermostHandler(""))
+	k := &pooledChecks{c: u.client}
 	for i := range 50 {
-		if _, err := u.client.Verify(context.Background(), "https://"+mmHost, validToken); err != nil {
+		if err := k.verify(t, validToken); err != nil {
 			t.Fatalf("check %d: %v", i, err)
 		}
 	}
@@ -395,12 +405,13 @@ func TestVerifyReusesConnections(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := u.client.Verify(context.Background(), "https://"+mmHost, validToken); err != nil {
+				if err := k.verify(t, validToken); err != nil {
 					t.Error(err)
 				}
 			}()
 		}
 		wg.Wait()
+		k.settle(t)
 	}
 	if n := s.conns.Load(); n > 8 {
 		t.Fatalf("70 checks, 4 at a time, made %d TLS handshakes, want at most 8", n)
@@ -408,10 +419,65 @@ func TestVerifyReusesConnections(t *testing.T) {
 	// A rejected token answers with a body too; the connection survives it.
 	before := s.conns.Load()
 	for range 10 {
-		u.client.Verify(context.Background(), "https://"+mmHost, "zzzzzzzzzzzzzzzzzzzzzzzzzy")
+		k.verify(t, "zzzzzzzzzzzzzzzzzzzzzzzzzy")
 	}
 	if n := s.conns.Load() - before; n > 1 {
 		t.Fatalf("10 rejected checks made %d new connections", n)
+	}
+}
+
+// pooledChecks runs checks against mmHost with c and follows c's pool
+// through each check's trace: its answer's connection going back, and the
+// dials under way, from the connect to the end of the TLS handshake.
+type pooledChecks struct {
+	c       *mattermost.Client
+	dialing atomic.Int64
+}
+
+// verify runs a check with token and returns once the transport has put
+// the check's connection back in the pool (or failed to): a check returns
+// as soon as its answer is read, and the transport puts the connection
+// back a moment later, from a goroutine of its own. A connection that
+// does not go back within 10 s fails the test. Errors: Verify's.
+func (k *pooledChecks) verify(t *testing.T, token string) error {
+	back := make(chan struct{}, 1)
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		ConnectStart: func(string, string) { k.dialing.Add(1) },
+		ConnectDone: func(_, _ string, err error) {
+			if err != nil {
+				k.dialing.Add(-1)
+			}
+		},
+		TLSHandshakeDone: func(tls.ConnectionState, error) { k.dialing.Add(-1) },
+		PutIdleConn: func(error) {
+			select {
+			case back <- struct{}{}:
+			default:
+			}
+		},
+	})
+	_, err := k.c.Verify(ctx, "https://"+mmHost, token)
+	select {
+	case <-back:
+	case <-time.After(10 * time.Second):
+		t.Error("a check's connection did not go back to the pool within 10 s")
+	}
+	return err
+}
+
+// settle waits until every dial under way has finished its handshake, so
+// that its connection is in the pool before the next checks; 10 s
+// without that fails the test. A dial runs in a goroutine of its own,
+// begun before the check that wanted it got any connection, so it has
+// begun connecting long before that check has its answer; one that had
+// not would only add a handshake, where the bound leaves room for four
+// (the rounds need 4 connections when they wait).
+func (k *pooledChecks) settle(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); k.dialing.Load() > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d dials still under way after 10 s", k.dialing.Load())
+		}
 	}
 }
 
