@@ -178,8 +178,15 @@ func TestMetrics(t *testing.T) {
 	env := newEnv(t, mm)
 	env["MMCONNECT_METRICS_TOKEN"] = "metrics-token-0123456789"
 	in := start(t, env)
-	if status, _, _ := in.call("POST", "/connections", map[string]any{"server_url": mm.URL, "token": tokenA}); status != 201 {
+	status, created, _ := in.call("POST", "/connections", map[string]any{"server_url": mm.URL, "token": tokenA})
+	if status != 201 {
 		t.Fatalf("create = %d", status)
+	}
+	// Read twice with nothing written between: the second is a row-cache hit.
+	for range 2 {
+		if status, _, _ := in.call("GET", "/connections/"+created["id"].(string), nil); status != 200 {
+			t.Fatalf("get = %d", status)
+		}
 	}
 	scrape := func(base, token string) (int, string) {
 		req, _ := http.NewRequest("GET", base+"/metrics", nil)
@@ -226,6 +233,13 @@ func TestMetrics(t *testing.T) {
 	}
 	if w, b := counter("mmconnect_db_batched_writes_total"), counter("mmconnect_db_write_batches_total"); w < 1 || b < 1 || b > w {
 		t.Errorf("group commit counted %v writes in %v batches", w, b)
+	}
+	if hits := counter(`mmconnect_db_row_cache_reads_total\{cache="connection",result="hit"\}`); hits < 1 {
+		t.Errorf("row cache counted %v hits after a second read with nothing written", hits)
+	}
+	for _, c := range []string{`cache="connection",result="miss"`, `cache="connection",result="stale"`,
+		`cache="page",result="hit"`, `cache="page",result="miss"`, `cache="page",result="stale"`} {
+		counter(`mmconnect_db_row_cache_reads_total\{` + c + `\}`)
 	}
 	if lost := counter("mmconnect_log_lines_lost_total"); lost != 0 {
 		t.Errorf("%v log lines lost writing to a buffer that never fails", lost)

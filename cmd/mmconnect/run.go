@@ -199,6 +199,13 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 			return b.Batches, b.Writes, b.Busy
 		})
 	}
+	if _, _, ok := st.RowCacheStats(); ok {
+		meters.WatchRowCache(func(cache, result string) uint64 {
+			byID, pages, _ := st.RowCacheStats()
+			r := map[string]store.CacheReads{"connection": byID, "page": pages}[cache]
+			return map[string]uint64{"hit": r.Hits, "miss": r.Misses, "stale": r.Stale}[result]
+		})
+	}
 	svc := connection.NewService(st, tracer.Verifier(meters.Verifier(mm)), sealer,
 		connection.WithAllowHTTP(cfg.AllowHTTP),
 		connection.WithEvents(cfg.WebhookURL != ""),

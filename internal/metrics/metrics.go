@@ -83,6 +83,22 @@ func (m *Metrics) WatchWriteBatches(stats func() (batches, writes uint64, busy t
 	)
 }
 
+// WatchRowCache adds the SQLite row cache's reads, by cache (connection:
+// reads by id; page: listing pages) and result (hit; miss: not held;
+// stale: held, but read before a later commit), read from reads at each
+// scrape. Stale reads that outnumber hits mean commits come faster than
+// the same rows are read again.
+func (m *Metrics) WatchRowCache(reads func(cache, result string) uint64) {
+	for _, cache := range []string{"connection", "page"} {
+		for _, result := range []string{"hit", "miss", "stale"} {
+			m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mmconnect_db_row_cache_reads_total",
+				Help:        "Reads through the SQLite row cache by cache (connection, page) and result (hit; miss: not held; stale: held, but read before a later commit).",
+				ConstLabels: prometheus.Labels{"cache": cache, "result": result}},
+				func() float64 { return float64(reads(cache, result)) }))
+		}
+	}
+}
+
 // WatchLog adds the log lines lost to failed writes of the log's output
 // (a full disk, a closed pipe), read from lost at each scrape: the log
 // cannot report its own loss.

@@ -145,11 +145,13 @@ func (c *rowCache) state() (s walState, ok bool) {
 }
 
 // stateMap keeps values, each with the database state it was read under,
-// up to max of them. It is safe for concurrent use.
+// up to max of them, and counts how its lookups went (reads, by lookup).
+// It is safe for concurrent use.
 type stateMap[K comparable, V any] struct {
-	mu  sync.Mutex // guards m
-	m   map[K]stateEntry[V]
-	max int
+	mu    sync.Mutex // guards m
+	m     map[K]stateEntry[V]
+	max   int
+	reads [lookups]atomic.Uint64
 }
 
 type stateEntry[V any] struct {
@@ -157,16 +159,34 @@ type stateEntry[V any] struct {
 	state walState
 }
 
+// lookup is what a stateMap held for a key: nothing (absent), a value read
+// under an earlier state of the database (stale), or a value read under
+// the state asked for (fresh).
+type lookup int
+
+const (
+	absent lookup = iota
+	stale
+	fresh
+	lookups // how many there are
+)
+
 func newStateMap[K comparable, V any](max int) *stateMap[K, V] {
 	return &stateMap[K, V]{m: make(map[K]stateEntry[V]), max: max}
 }
 
-// get returns k's value if it was read under state s.
-func (m *stateMap[K, V]) get(k K, s walState) (V, bool) {
+// get returns k's value and whether it was read under state s (fresh).
+func (m *stateMap[K, V]) get(k K, s walState) (V, lookup) {
 	m.mu.Lock()
 	e, ok := m.m[k]
 	m.mu.Unlock()
-	return e.v, ok && e.state == s
+	switch {
+	case !ok:
+		return e.v, absent
+	case e.state != s:
+		return e.v, stale
+	}
+	return e.v, fresh
 }
 
 // put keeps v, read under state s (read before v was, so a commit in
@@ -183,6 +203,30 @@ func (m *stateMap[K, V]) put(k K, v V, s walState) {
 	m.m[k] = stateEntry[V]{v: v, state: s}
 }
 
+// CacheReads count the reads through one of the row cache's maps since
+// the store opened: served from the cache (Hits); not held (Misses); held,
+// but read before a later commit by any process, or asked for while a
+// commit was being published (Stale). Misses and stale reads went to the
+// database. Stale reads that outnumber hits mean commits come faster than
+// the same rows are read again: any commit makes every entry stale.
+type CacheReads struct {
+	Hits, Misses, Stale uint64
+}
+
+func (m *stateMap[K, V]) stats() CacheReads {
+	return CacheReads{Hits: m.reads[fresh].Load(), Misses: m.reads[absent].Load(), Stale: m.reads[stale].Load()}
+}
+
+// RowCacheStats returns the reads through the row cache, of connections
+// by id and of listing pages, and false where there is none: on
+// PostgreSQL, or on a SQLite database whose WAL index could not be mapped.
+func (s *Store) RowCacheStats() (byID, pages CacheReads, ok bool) {
+	if s.cache == nil {
+		return CacheReads{}, CacheReads{}, false
+	}
+	return s.cache.rows.stats(), s.cache.pages.stats(), true
+}
+
 // byID and byQuery are the cache's maps, for readThrough: rows by id, and
 // listing pages by their query (pageKey).
 func (c *rowCache) byID() *stateMap[string, connectionRow]      { return c.rows }
@@ -197,7 +241,8 @@ func pageKey(q string, args []any) string { return fmt.Sprintf("%s%q", q, args) 
 // keeps a good read, tagged with the state taken before it: a commit in
 // between leaves the entry stale, never wrong. Without a cache (as on
 // PostgreSQL), or while a commit is being published, it only reads, and
-// key is not computed. Only a read takes the store's bound (Store.bound),
+// key is not computed. It counts each lookup in the map (stale while a
+// commit is being published). Only a read takes the store's bound (Store.bound),
 // so a hit costs no timer. Errors: read's.
 func readThrough[K comparable, V any](s *Store, ctx context.Context, m func(*rowCache) *stateMap[K, V], key func() K,
 	read func(context.Context) (V, error)) (V, error) {
@@ -210,12 +255,16 @@ func readThrough[K comparable, V any](s *Store, ctx context.Context, m func(*row
 	if c == nil {
 		return bounded()
 	}
+	sm := m(c)
 	st, ok := c.state()
 	if !ok {
+		sm.reads[stale].Add(1) // a commit is being published
 		return bounded()
 	}
-	k, sm := key(), m(c)
-	if v, hit := sm.get(k, st); hit {
+	k := key()
+	v, got := sm.get(k, st)
+	sm.reads[got].Add(1)
+	if got == fresh {
 		return v, nil
 	}
 	v, err := bounded()

@@ -96,12 +96,12 @@ func cacheHit(s *Store, reader, id string) bool {
 		return false
 	}
 	if reader == "get" {
-		_, hit := s.cache.rows.get(id, st)
-		return hit
+		_, got := s.cache.rows.get(id, st)
+		return got == fresh
 	}
 	q, args := listQuery(connection.ListFilter{Limit: 51})
-	_, hit := s.cache.pages.get(pageKey(q, args), st)
-	return hit
+	_, got := s.cache.pages.get(pageKey(q, args), st)
+	return got == fresh
 }
 
 // A read after a write, by this process's writer or by another connection
@@ -139,6 +139,53 @@ func TestRowCacheNeverServesAnOldRow(t *testing.T) {
 			}
 			if _, err := r.read(s, c.ID); !errors.Is(err, connection.ErrNotFound) {
 				t.Fatalf("read after delete: %v", err)
+			}
+		})
+	}
+}
+
+// The cache counts each read by how it went, in the map the read used: a
+// first read misses, a read while nothing is written hits, and a read
+// after a commit finds its entry stale (RowCacheStats, which /metrics
+// serves).
+func TestRowCacheCountsItsReads(t *testing.T) {
+	for _, r := range readers {
+		t.Run(r.name, func(t *testing.T) {
+			s, path, c := cachedStore(t)
+			other := otherConnection(t, path)
+			stats := func() (used, unused CacheReads) {
+				t.Helper()
+				byID, pages, ok := s.RowCacheStats()
+				if !ok {
+					t.Fatal("no row cache statistics on SQLite")
+				}
+				if r.name == "get" {
+					return byID, pages
+				}
+				return pages, byID
+			}
+			_, idle := stats()
+			steps := []struct {
+				name  string
+				write bool
+				want  CacheReads // the used map's totals after the step
+			}{
+				{"first read", false, CacheReads{Misses: 1}},
+				{"read again", false, CacheReads{Misses: 1, Hits: 1}},
+				{"read after a commit", true, CacheReads{Misses: 1, Hits: 1, Stale: 1}},
+				{"read again after it", false, CacheReads{Misses: 1, Hits: 2, Stale: 1}},
+			}
+			for i, st := range steps {
+				if st.write {
+					if _, err := other.Exec("UPDATE connections SET mattermost_username = ? WHERE id = ?", "w"+strconv.Itoa(i), c.ID); err != nil {
+						t.Fatal(err)
+					}
+				}
+				username(t, s, r.read, c.ID)
+				used, unused := stats()
+				if used != st.want || unused != idle {
+					t.Fatalf("%s: counted %+v (the other map %+v), want %+v (the other map %+v)", st.name, used, unused, st.want, idle)
+				}
 			}
 		})
 	}
