@@ -357,6 +357,7 @@ func (b *bench) round(dir string, n int) (round, error) {
 		return r, err
 	}
 	var results []result
+	var cacheLines []string
 	for _, m := range []struct {
 		name, url string
 		req       wrkRequest
@@ -367,11 +368,15 @@ func (b *bench) round(dir string, n int) (round, error) {
 		{nameList, base, wrkRequest{"get", "/connections?limit=50"}},
 		{nameListDeep, base, wrkRequest{"get", "/connections?limit=50&cursor=" + rows.cursor(n/2)}},
 	} {
+		before := scrape(b.client, base, b.apiKey)
 		r, err := measure(m.name, m.url, m.req)
 		if err != nil {
 			return round{}, err
 		}
 		results = append(results, r)
+		if hits, reads := cacheHits(before, scrape(b.client, base, b.apiKey)); reads > 0 {
+			cacheLines = append(cacheLines, fmt.Sprintf("%s %.1f%%", m.name, 100*hits/reads))
+		}
 	}
 	handshakes := b.mm.Connections()
 	metricsBefore := scrape(b.client, base, b.apiKey)
@@ -396,6 +401,9 @@ func (b *bench) round(dir string, n int) (round, error) {
 		fmt.Printf("%-34s %9.0f %8.2f %10s %10s %6d   %s, %s, %s\n", r.name, r.rps(), r.rps()/ceiling, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errs,
 			r.perRequest(r.cpu.server), r.perRequest(r.cpu.bench), r.perRequest(r.cpu.rest))
 		out.results[r.name] = r
+	}
+	if len(cacheLines) > 0 {
+		fmt.Printf("row cache hits during the reads: %s\n", strings.Join(cacheLines, "; "))
 	}
 	fmt.Printf("upstream TLS handshakes during the creates: %d\n", handshakes)
 	if bt := metricsAfter["mmconnect_db_write_batches_total"] - metricsBefore["mmconnect_db_write_batches_total"]; bt > 0 {
@@ -444,7 +452,24 @@ func compare(small, large round) {
 	fmt.Printf("  (the bare handler itself: %.0f/s against %.0f/s, the machine's drift between the rounds)\n", lb.rps(), sb.rps())
 }
 
-// scrape reads the server's unlabelled counters from /metrics.
+// cacheHits is how the reads through the server's row cache went between
+// two scrapes: how many hit, of how many (none without a row cache, as on
+// PostgreSQL).
+func cacheHits(before, after map[string]float64) (hits, reads float64) {
+	for _, cache := range []string{"connection", "page"} {
+		for _, res := range []string{"hit", "miss", "stale"} {
+			k := fmt.Sprintf("mmconnect_db_row_cache_reads_total{cache=%q,result=%q}", cache, res)
+			reads += after[k] - before[k]
+			if res == "hit" {
+				hits += after[k] - before[k]
+			}
+		}
+	}
+	return hits, reads
+}
+
+// scrape reads the server's counters from /metrics, each under its name
+// with its labels as the text format writes them.
 func scrape(client *http.Client, base, apiKey string) map[string]float64 {
 	out := map[string]float64{}
 	req, _ := http.NewRequest("GET", base+"/metrics", nil)

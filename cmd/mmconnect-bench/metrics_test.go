@@ -1,0 +1,31 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/mmconnect/mmconnect/internal/metrics"
+)
+
+// cacheHits reads the row cache's counters as the server's /metrics
+// writes them: hits over all reads, of both caches, between two scrapes.
+func TestCacheHits(t *testing.T) {
+	reads := map[string]uint64{}
+	m := metrics.New()
+	m.WatchRowCache(func(cache, result string) uint64 { return reads[cache+" "+result] })
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+
+	before := scrape(http.DefaultClient, srv.URL, "")
+	for k, v := range map[string]uint64{"connection hit": 30, "connection miss": 5, "connection stale": 3, "page hit": 2, "page stale": 2} {
+		reads[k] = v
+	}
+	hits, all := cacheHits(before, scrape(http.DefaultClient, srv.URL, ""))
+	if hits != 32 || all != 42 {
+		t.Fatalf("cacheHits = %v of %v, want 32 of 42", hits, all)
+	}
+	if hits, all := cacheHits(before, before); hits != 0 || all != 0 {
+		t.Fatalf("cacheHits between one scrape = %v of %v", hits, all)
+	}
+}
