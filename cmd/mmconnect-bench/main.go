@@ -358,6 +358,7 @@ func (b *bench) round(dir string, n int) (round, error) {
 	}
 	var results []result
 	var cacheLines []string
+	metricsBefore := scrape(b.client, base, b.apiKey) // each measurement's after is the next one's before
 	for _, m := range []struct {
 		name, url string
 		req       wrkRequest
@@ -368,18 +369,18 @@ func (b *bench) round(dir string, n int) (round, error) {
 		{nameList, base, wrkRequest{"get", "/connections?limit=50"}},
 		{nameListDeep, base, wrkRequest{"get", "/connections?limit=50&cursor=" + rows.cursor(n/2)}},
 	} {
-		before := scrape(b.client, base, b.apiKey)
 		r, err := measure(m.name, m.url, m.req)
 		if err != nil {
 			return round{}, err
 		}
 		results = append(results, r)
-		if hits, reads := cacheHits(before, scrape(b.client, base, b.apiKey)); reads > 0 {
+		after := scrape(b.client, base, b.apiKey)
+		if hits, reads := cacheHits(metricsBefore, after); reads > 0 {
 			cacheLines = append(cacheLines, fmt.Sprintf("%s %.1f%%", m.name, 100*hits/reads))
 		}
+		metricsBefore = after
 	}
 	handshakes := b.mm.Connections()
-	metricsBefore := scrape(b.client, base, b.apiKey)
 	create, err := measure(nameCreate, base, wrkRequest{mode: "create"})
 	if err != nil {
 		return round{}, err

@@ -213,6 +213,7 @@ type CacheReads struct {
 	Hits, Misses, Stale uint64
 }
 
+// stats is m's lookups so far.
 func (m *stateMap[K, V]) stats() CacheReads {
 	return CacheReads{Hits: m.reads[fresh].Load(), Misses: m.reads[absent].Load(), Stale: m.reads[stale].Load()}
 }
@@ -242,8 +243,8 @@ func pageKey(q string, args []any) string { return fmt.Sprintf("%s%q", q, args) 
 // between leaves the entry stale, never wrong. Without a cache (as on
 // PostgreSQL), or while a commit is being published, it only reads, and
 // key is not computed. It counts each lookup in the map (stale while a
-// commit is being published). Only a read takes the store's bound (Store.bound),
-// so a hit costs no timer. Errors: read's.
+// commit is being published). Only a read takes the store's bound
+// (Store.bound), so a hit costs no timer. Errors: read's.
 func readThrough[K comparable, V any](s *Store, ctx context.Context, m func(*rowCache) *stateMap[K, V], key func() K,
 	read func(context.Context) (V, error)) (V, error) {
 	bounded := func() (V, error) {
