@@ -25,10 +25,14 @@ type batcher struct {
 	// of that name, which is always the current caller's, so the two
 	// statements are prepared once rather than once per name.
 	savepoint, rollbackTo *writeStmt
-	reqs                  chan *writeReq
-	mu                    sync.RWMutex
-	closed                bool
-	stopped               chan struct{}
+	// cache is the row cache each batch tells which rows it changed, as
+	// log (the writer's update hook) noted them; nil without a cache.
+	cache   *rowCache
+	log     *changeLog
+	reqs    chan *writeReq
+	mu      sync.RWMutex
+	closed  bool
+	stopped chan struct{}
 
 	// For the operators' metrics: batches committed, writes they held, and
 	// the time spent running and committing them.
@@ -62,8 +66,9 @@ type writeReq struct {
 // maxBatch bounds how many callers' writes one transaction holds.
 const maxBatch = 128
 
-func newBatcher(db *gorm.DB, savepoint, rollbackTo *writeStmt) *batcher {
-	b := &batcher{db: db, savepoint: savepoint, rollbackTo: rollbackTo, reqs: make(chan *writeReq, maxBatch), stopped: make(chan struct{})}
+func newBatcher(db *gorm.DB, savepoint, rollbackTo *writeStmt, cache *rowCache, log *changeLog) *batcher {
+	b := &batcher{db: db, savepoint: savepoint, rollbackTo: rollbackTo, cache: cache, log: log,
+		reqs: make(chan *writeReq, maxBatch), stopped: make(chan struct{})}
 	go b.run()
 	return b
 }
@@ -122,6 +127,7 @@ func (b *batcher) commit(batch []*writeReq) {
 		b.answer(batch, results, start)
 		return
 	}
+	own := b.cache.beginWrite(b.log)
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			results[i] = err
@@ -140,6 +146,7 @@ func (b *batcher) commit(batch []*writeReq) {
 			if rerr := b.rollbackTo.exec(wtx); rerr != nil {
 				// The transaction cannot go on: everyone in it fails.
 				tx.Rollback()
+				own.end(nil, false)
 				for j := range batch {
 					if results[j] == nil || j == i {
 						results[j] = fmt.Errorf("roll back a failed write: %w", rerr)
@@ -150,7 +157,10 @@ func (b *batcher) commit(batch []*writeReq) {
 			}
 		}
 	}
-	if err := tx.Commit().Error; err != nil {
+	ids, exact := own.changed(tx)
+	err := tx.Commit().Error
+	own.end(ids, exact && err == nil)
+	if err != nil {
 		for i := range results {
 			if results[i] == nil {
 				results[i] = err
@@ -179,6 +189,21 @@ func (s *Store) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 		return s.batch.write(ctx, fn)
 	}
 	return s.db.WithContext(ctx).Transaction(fn)
+}
+
+// exec runs the one statement write makes on the db it is given as one
+// write (single), and returns the rows it affected. On SQLite every write
+// goes through the group commit this way, so the row cache learns which
+// rows each commit of this process changed; a commit outside it makes
+// every cached row stale. Errors: the statement's.
+func (s *Store) exec(ctx context.Context, write func(db *gorm.DB) *gorm.DB) (int64, error) {
+	var n int64
+	err := s.single(ctx, func(db *gorm.DB) error {
+		res := write(db)
+		n = res.RowsAffected
+		return res.Error
+	})
+	return n, err
 }
 
 // single runs fn, which makes one statement, as one write: on SQLite in

@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"unsafe"
+
+	"github.com/mattn/go-sqlite3"
+	"gorm.io/gorm"
 )
 
 // rowCache keeps connection rows read by id, and the rows of listing
@@ -54,6 +57,48 @@ const walHeaderSize = 48
 
 // walState is one copy of the header, as the 8-byte words it is read in.
 type walState [walHeaderSize / 8]uint64
+
+// bytes is s as it lies in the -shm file (in the machine's byte order).
+func (s walState) bytes() (b [walHeaderSize]byte) {
+	for i, w := range s {
+		binary.NativeEndian.PutUint64(b[8*i:], w)
+	}
+	return b
+}
+
+// The header's fields that order states: iChange, which every commit
+// moves on by one (and nothing else moves: not a restart of the WAL, not a
+// checkpoint), and the two salts, which a restart of the WAL changes,
+// the first by one on (stored big-endian, as in the WAL file).
+func (s walState) change() uint32 {
+	b := s.bytes()
+	return binary.NativeEndian.Uint32(b[8:12])
+}
+
+func (s walState) salts() uint64 { return s[4] }
+
+func (s walState) salt1() uint32 {
+	b := s.bytes()
+	return binary.BigEndian.Uint32(b[32:36])
+}
+
+// next tells whether s is the state one commit after prev: iChange one
+// on, in the same WAL or in the one a restart made of it (a writer
+// restarts the WAL within the transaction whose commit follows), with the
+// format's version and the page size unchanged.
+func (s walState) next(prev walState) bool {
+	sb, pb := s.bytes(), prev.bytes()
+	sameWAL := s.salts() == prev.salts() || s.salt1() == prev.salt1()+1
+	return sameWAL && s[0] == prev[0] && [4]byte(sb[12:16]) == [4]byte(pb[12:16]) &&
+		s.change() == prev.change()+1
+}
+
+// before tells whether s is known to be an earlier state than o: the same
+// WAL, and an iChange behind o's. A restart of the WAL (new salts) leaves
+// the order unknown.
+func (s walState) before(o walState) bool {
+	return s.salts() == o.salts() && int32(s.change()-o.change()) < 0
+}
 
 // rowCacheSize bounds the rows kept by id (a row is well under 1 KiB);
 // pageCacheSize the pages (of at most connection.MaxListLimit rows).
@@ -144,19 +189,35 @@ func (c *rowCache) state() (s walState, ok bool) {
 	return s, s == second
 }
 
-// stateMap keeps values, each with the database state it was read under,
-// up to max of them, and counts how its lookups went (reads, by lookup).
-// It is safe for concurrent use.
+// stateMap keeps values read from the database, up to max of them, and
+// counts how its lookups went (reads, by lookup). It is safe for
+// concurrent use.
+//
+// Its entries belong to a generation (gen), and the generation to one
+// state of the database (state): an entry is served only while it is of
+// the current generation and the database is still in that state. A
+// lookup that finds the database in a later state starts a new generation
+// there (every older entry is stale), unless this process's writer has a
+// transaction open (writing): its end (ownCommit) moves the generation on
+// to the state after the commit, dropping only the entries of the rows the
+// commit changed when it can prove no other commit came in between, and
+// every entry otherwise. So a commit by another process, or any commit
+// whose changes are not known row by row, makes every entry stale, and
+// this process's creates and updates leave the rows they did not touch
+// cached.
 type stateMap[K comparable, V any] struct {
-	mu    sync.Mutex // guards m
-	m     map[K]stateEntry[V]
-	max   int
-	reads [lookups]atomic.Uint64
+	mu      sync.Mutex // guards the fields below
+	m       map[K]stateEntry[V]
+	max     int
+	state   walState
+	gen     uint64
+	writing bool
+	reads   [lookups]atomic.Uint64
 }
 
 type stateEntry[V any] struct {
-	v     V
-	state walState
+	v   V
+	gen uint64
 }
 
 // lookup is what a stateMap held for a key: nothing (absent), a value read
@@ -175,32 +236,81 @@ func newStateMap[K comparable, V any](max int) *stateMap[K, V] {
 	return &stateMap[K, V]{m: make(map[K]stateEntry[V]), max: max}
 }
 
-// get returns k's value and whether it was read under state s (fresh).
+// get returns k's value and whether it holds in state s, the database's
+// state just read (fresh). A state later than the generation's starts a
+// new generation there, unless this process's writer is writing.
 func (m *stateMap[K, V]) get(k K, s walState) (V, lookup) {
 	m.mu.Lock()
+	if s != m.state && !m.writing && !s.before(m.state) {
+		m.gen++
+		m.state = s
+	}
 	e, ok := m.m[k]
+	current := e.gen == m.gen && s == m.state
 	m.mu.Unlock()
 	switch {
 	case !ok:
 		return e.v, absent
-	case e.state != s:
+	case !current:
 		return e.v, stale
 	}
 	return e.v, fresh
 }
 
-// put keeps v, read under state s (read before v was, so a commit in
-// between leaves the entry stale, never wrong).
+// put keeps v, read under state s (read before v was): only if s is still
+// the generation's state. A commit between s and the read either moved
+// the generation on (v is not kept), or is this process's own, whose end
+// drops v if the commit changed its row, or is another's, which makes
+// every entry of the generation stale.
 func (m *stateMap[K, V]) put(k K, v V, s walState) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if s != m.state {
+		return
+	}
 	if _, ok := m.m[k]; !ok && len(m.m) >= m.max {
 		for old := range m.m { // evict one entry; Go's map order picks it
 			delete(m.m, old)
 			break
 		}
 	}
-	m.m[k] = stateEntry[V]{v: v, state: s}
+	m.m[k] = stateEntry[V]{v: v, gen: m.gen}
+}
+
+// beginWrite marks this process's writer as writing, until ownCommit.
+func (m *stateMap[K, V]) beginWrite() {
+	m.mu.Lock()
+	m.writing = true
+	m.mu.Unlock()
+}
+
+// ownCommit ends what beginWrite began: the writer's transaction, begun
+// in state before (read while it held SQLite's write lock) and ended in
+// state after (read after its COMMIT, or its failure), both read whole
+// when ok. When exact, the commit succeeded and changed no row but those
+// whose keys are in changed. If nothing was committed, the entries stand;
+// if after is the very next state from before, which is the generation's,
+// the commit was this one (no other writer could commit while the lock
+// was held, and any commit after it would make the state later still):
+// only changed's entries are dropped, and the generation moves on to
+// after. Otherwise every entry is stale.
+func (m *stateMap[K, V]) ownCommit(before, after walState, ok bool, changed []K, exact bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.writing = false
+	switch {
+	case ok && after == before:
+	case ok && exact && before == m.state && after.next(before):
+		for _, k := range changed {
+			delete(m.m, k)
+		}
+		m.state = after
+	default:
+		m.gen++
+		if ok {
+			m.state = after
+		}
+	}
 }
 
 // CacheReads count the reads through one of the row cache's maps since
@@ -273,6 +383,109 @@ func readThrough[K comparable, V any](s *Store, ctx context.Context, m func(*row
 		sm.put(k, v, st)
 	}
 	return v, err
+}
+
+// changeLog notes the rows of connections that the writer connection
+// updates or deletes, from SQLite's update hook, so that a batch of the
+// group commit can tell the row cache which rows it changed: only those
+// rows' entries are dropped at its commit. An insert needs no note: the
+// cache holds only rows that existed when read, and an insert of one of
+// their ids fails. A delete, or more updates than maxNoted, makes the
+// batch's changes unknown row by row (whole), which drops every entry.
+//
+// The hook reports every change to a rowid table but two kinds of delete
+// (rows that ON CONFLICT REPLACE removes, and DELETE without WHERE, the
+// truncate optimisation); the store writes neither to connections
+// (TestWritesTheUpdateHookSees), and connections is a rowid table.
+type changeLog struct {
+	mu      sync.Mutex // guards the fields below
+	updated []int64    // rowids
+	whole   bool
+}
+
+// maxNoted bounds the updates a batch notes one by one.
+const maxNoted = 1024
+
+// note is the writer connection's update hook.
+func (l *changeLog) note(op int, _, table string, rowid int64) {
+	if table != "connections" || op == sqlite3.SQLITE_INSERT {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if op != sqlite3.SQLITE_UPDATE || len(l.updated) >= maxNoted {
+		l.whole = true
+		return
+	}
+	l.updated = append(l.updated, rowid)
+}
+
+// take returns what was noted since the last take, and forgets it.
+func (l *changeLog) take() (updated []int64, whole bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	updated, whole = l.updated, l.whole
+	l.updated, l.whole = nil, false
+	return updated, whole
+}
+
+// ownWrite is a batch of the group commit as the row cache sees it: begun
+// with the writer holding SQLite's write lock, in state before.
+type ownWrite struct {
+	c      *rowCache
+	log    *changeLog
+	before walState
+	ok     bool
+}
+
+// beginWrite starts an ownWrite; the caller holds SQLite's write lock (its
+// transaction began with BEGIN IMMEDIATE), so no other commit can come
+// until its own. What log noted before is dropped: those were statements
+// outside any batch, whose commits the cache met as another process's.
+// Without a cache it does nothing.
+func (c *rowCache) beginWrite(log *changeLog) ownWrite {
+	if c == nil {
+		return ownWrite{}
+	}
+	log.take()
+	c.rows.beginWrite()
+	c.pages.beginWrite()
+	before, ok := c.state()
+	return ownWrite{c: c, log: log, before: before, ok: ok}
+}
+
+// changed returns the ids of the connections the batch updated, read in
+// its transaction tx before it commits (the hook knows rowids only), and
+// whether that is all it changed (exact).
+func (w ownWrite) changed(tx *gorm.DB) (ids []string, exact bool) {
+	if w.c == nil {
+		return nil, false
+	}
+	rowids, whole := w.log.take()
+	if whole {
+		return nil, false
+	}
+	if len(rowids) == 0 {
+		return nil, true
+	}
+	if err := tx.Raw("SELECT id FROM connections WHERE rowid IN ?", rowids).Scan(&ids).Error; err != nil {
+		return nil, false
+	}
+	return ids, true
+}
+
+// end tells the cache the batch's COMMIT is over: exact when it succeeded
+// and changed no connection but ids (rows by id keep their other entries;
+// listing pages keep none, since a create or a change moves rows in and
+// out of them).
+func (w ownWrite) end(ids []string, exact bool) {
+	if w.c == nil {
+		return
+	}
+	after, ok := w.c.state()
+	ok = ok && w.ok
+	w.c.rows.ownCommit(w.before, after, ok, ids, exact)
+	w.c.pages.ownCommit(w.before, after, ok, nil, false)
 }
 
 func (c *rowCache) close() {

@@ -3,16 +3,22 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
 )
@@ -56,7 +62,8 @@ func cachedStore(t *testing.T) (*Store, string, connection.Connection) {
 // cachedConnection is the row the cache tests read.
 func cachedConnection() connection.Connection {
 	return connection.Connection{ID: "conn_cached", ServerURL: "https://a.example", Status: connection.StatusActive,
-		MattermostUser: connection.MattermostUser{ID: "u", Username: "v0"}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1}
+		MattermostUser: connection.MattermostUser{ID: "u", Username: "v0"}, TokenHint: "abcd", SealedToken: []byte("mmc1.x.y"), Generation: 1,
+		NextCheckAt: time.Now().Add(24 * time.Hour)}
 }
 
 // readers are the reads the cache serves: a row by id, and a listing page
@@ -217,58 +224,103 @@ func TestRowCacheSeesOtherProcesses(t *testing.T) {
 }
 
 // Under concurrent writes, no read that starts after a write has returned
-// sees a value older than that write.
+// sees a value older than that write: writes by another connection, and
+// writes in this process's group commit, which also changes other rows
+// between the writes to the row read (so that its entry outlives some
+// commits).
 func TestRowCacheUnderConcurrentWrites(t *testing.T) {
-	for _, r := range readers {
-		t.Run(r.name, func(t *testing.T) {
-			s, path, c := cachedStore(t)
-			other := otherConnection(t, path)
-			var committed atomic.Int64
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := int64(1); ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if _, err := other.Exec("UPDATE connections SET generation = ? WHERE id = ?", i, c.ID); err != nil {
-						t.Error(err)
-						return
-					}
-					committed.Store(i)
+	writers := []struct {
+		name  string
+		write func(s *Store, other *sql.DB, id string, i int64) error
+	}{
+		{"another connection", func(_ *Store, other *sql.DB, id string, i int64) error {
+			_, err := other.Exec("UPDATE connections SET generation = ? WHERE id = ?", i, id)
+			return err
+		}},
+		{"the group commit", func(s *Store, _ *sql.DB, id string, i int64) error {
+			for j := range 3 { // other rows: one created, one updated
+				c := cachedConnection()
+				c.ID = fmt.Sprintf("conn_%d_%d", i, j)
+				c.ServerURL = "https://" + c.ID + ".example"
+				if err := s.Create(context.Background(), c, connection.Change{}); err != nil {
+					return err
 				}
-			}()
-			var stale atomic.Int64
-			for range 4 {
+				if err := s.tx(context.Background(), func(tx *gorm.DB) error {
+					return tx.Exec("UPDATE connections SET generation = ? WHERE id = ?", i, c.ID).Error
+				}); err != nil {
+					return err
+				}
+			}
+			return s.tx(context.Background(), func(tx *gorm.DB) error {
+				return tx.Exec("UPDATE connections SET generation = ? WHERE id = ?", i, id).Error
+			})
+		}},
+	}
+	for _, w := range writers {
+		for _, r := range readers {
+			t.Run(w.name+"/"+r.name, func(t *testing.T) {
+				s, path, c := cachedStore(t)
+				other := otherConnection(t, path)
+				var committed atomic.Int64
+				stop := make(chan struct{})
+				var wg sync.WaitGroup
 				wg.Add(1)
+				writerDone := make(chan struct{})
 				go func() {
 					defer wg.Done()
-					for range 3000 {
-						before := committed.Load()
-						got, err := r.read(s, c.ID)
-						if err != nil {
+					defer close(writerDone)
+					for i := int64(1); ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if err := w.write(s, other, c.ID, i); err != nil {
 							t.Error(err)
 							return
 						}
-						if got.Generation < before {
-							stale.Add(1)
-						}
+						committed.Store(i)
 					}
 				}()
-			}
-			for committed.Load() < 50 {
-				runtimeGosched()
-			}
-			close(stop)
-			wg.Wait()
-			if n := stale.Load(); n > 0 {
-				t.Fatalf("%d reads returned a row older than a write that had returned before they began", n)
-			}
-		})
+				var stale atomic.Int64
+				for range 4 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for {
+							select {
+							case <-stop:
+								return
+							default:
+							}
+							before := committed.Load()
+							got, err := r.read(s, c.ID)
+							if err != nil {
+								t.Error(err)
+								return
+							}
+							if got.Generation < before {
+								stale.Add(1)
+							}
+						}
+					}()
+				}
+			wait:
+				for committed.Load() < 50 {
+					select {
+					case <-writerDone: // failed
+						break wait
+					default:
+						runtimeGosched()
+					}
+				}
+				close(stop)
+				wg.Wait()
+				if n := stale.Load(); n > 0 {
+					t.Fatalf("%d reads returned a row older than a write that had returned before they began", n)
+				}
+			})
+		}
 	}
 }
 
@@ -365,5 +417,241 @@ func TestRowCacheAfterClose(t *testing.T) {
 		if _, err := r.read(s, c.ID); err == nil {
 			t.Errorf("%s after Close served the cached row", r.name)
 		}
+	}
+}
+
+// This process's own commits, in the group commit, make stale only the
+// rows they changed: an update drops its row's entry and no other, a
+// create drops none, and listing pages go stale at either. A commit the
+// cache cannot account for row by row (a delete, a write outside the
+// group commit, another process's) makes every entry stale. Every read
+// still returns the row as last written.
+func TestRowCacheKeepsRowsOwnCommitsLeftAlone(t *testing.T) {
+	ctx := context.Background()
+	s, path, a := cachedStore(t)
+	b := cachedConnection()
+	b.ID, b.ServerURL = "conn_other", "https://b.example"
+	if err := s.Create(ctx, b, connection.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	other := otherConnection(t, path)
+	get := func(id string) connection.Connection {
+		t.Helper()
+		c, err := s.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	rename := func(c connection.Connection, name string) connection.Connection {
+		t.Helper()
+		c.MattermostUser.Username = name
+		if err := s.Update(ctx, c, c.Generation, connection.Change{}); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	created := 0
+	steps := []struct {
+		name         string
+		write        func()
+		keptA, keptB bool // each row's entry still served
+	}{
+		{"an update of a", func() { a = rename(get(a.ID), "a1") }, false, true},
+		{"an update of b", func() { b = rename(get(b.ID), "b1") }, true, false},
+		{"a create", func() {
+			created++
+			c := cachedConnection()
+			c.ID, c.ServerURL = "conn_new"+strconv.Itoa(created), "https://new.example"
+			if err := s.Create(ctx, c, connection.Change{}); err != nil {
+				t.Fatal(err)
+			}
+		}, true, true},
+		{"a claim of a due check and a reschedule, of another row", func() {
+			c := cachedConnection()
+			c.ID, c.ServerURL, c.NextCheckAt = "conn_due", "https://due.example", time.Now().Add(-time.Minute)
+			if err := s.Create(ctx, c, connection.Change{}); err != nil {
+				t.Fatal(err)
+			}
+			get(a.ID)
+			get(b.ID)
+			claimed, err := s.ClaimDue(ctx, time.Now(), 10, func() time.Time { return time.Now().Add(time.Hour) })
+			if err != nil || len(claimed) != 1 || claimed[0].ID != c.ID {
+				t.Fatalf("claimed %v, %v; want %s alone", claimed, err, c.ID)
+			}
+			if err := s.Reschedule(ctx, c.ID, time.Now().Add(2*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}, true, true},
+		{"a failed update", func() {
+			if err := s.Update(ctx, get(a.ID), 99, connection.Change{}); !errors.Is(err, connection.ErrConflict) {
+				t.Fatalf("update of a stale generation: %v", err)
+			}
+		}, true, true},
+		{"a write outside the group commit", func() {
+			if _, err := s.sqlDB.Exec("UPDATE connections SET mattermost_username = 'a2' WHERE id = ?", a.ID); err != nil {
+				t.Fatal(err)
+			}
+			a.MattermostUser.Username = "a2"
+		}, false, false},
+		{"another connection's write", func() {
+			if _, err := other.Exec("UPDATE connections SET mattermost_username = 'b2' WHERE id = ?", b.ID); err != nil {
+				t.Fatal(err)
+			}
+			b.MattermostUser.Username = "b2"
+		}, false, false},
+		{"a delete", func() {
+			c := get("conn_new1")
+			c.Status, c.SealedToken, c.Generation = connection.StatusRevoked, nil, c.Generation+1
+			now := time.Now()
+			c.RevokedAt = &now
+			if err := s.Update(ctx, c, c.Generation-1, connection.Change{}); err != nil {
+				t.Fatal(err)
+			}
+			get(a.ID)
+			get(b.ID)
+			if err := s.Delete(ctx, c, connection.Change{}); err != nil {
+				t.Fatal(err)
+			}
+		}, false, false},
+	}
+	for _, st := range steps {
+		get(a.ID)
+		get(b.ID)
+		if _, err := s.List(ctx, connection.ListFilter{Limit: 51}); err != nil {
+			t.Fatal(err)
+		}
+		if !cacheHit(s, "get", a.ID) || !cacheHit(s, "get", b.ID) || !cacheHit(s, "list", "") {
+			t.Fatalf("before %s: the rows and the page are not cached", st.name)
+		}
+		st.write()
+		if got := cacheHit(s, "get", a.ID); got != st.keptA {
+			t.Errorf("after %s: a's entry served: %v, want %v", st.name, got, st.keptA)
+		}
+		if got := cacheHit(s, "get", b.ID); got != st.keptB {
+			t.Errorf("after %s: b's entry served: %v, want %v", st.name, got, st.keptB)
+		}
+		if cacheHit(s, "list", "") && st.name != "a failed update" {
+			t.Errorf("after %s: the listing page is still served", st.name)
+		}
+		for _, want := range []connection.Connection{a, b} {
+			if got := get(want.ID).MattermostUser.Username; got != want.MattermostUser.Username {
+				t.Fatalf("after %s: %s read as %q, want %q", st.name, want.ID, got, want.MattermostUser.Username)
+			}
+		}
+	}
+}
+
+// ownCommit keeps the entries a commit left alone only when the commit is
+// provably the writer's own and the only one: the state after is the very
+// next one from the generation's, and the changes are known.
+func TestStateMapOwnCommit(t *testing.T) {
+	state := func(change uint32, salt uint32) walState {
+		var b [walHeaderSize]byte
+		binary.NativeEndian.PutUint32(b[0:], walIndexVersion)
+		binary.NativeEndian.PutUint32(b[8:], change)
+		binary.NativeEndian.PutUint16(b[14:], 4096)
+		binary.BigEndian.PutUint32(b[32:], salt)
+		binary.BigEndian.PutUint32(b[36:], salt*7919)
+		var s walState
+		for i := range s {
+			s[i] = binary.NativeEndian.Uint64(b[8*i:])
+		}
+		return s
+	}
+	s5 := state(5, 1)
+	cases := []struct {
+		name          string
+		before, after walState
+		ok, exact     bool
+		keptA, keptB  bool
+	}{
+		{"the next state, a changed", s5, state(6, 1), true, true, false, true},
+		{"nothing committed", s5, s5, true, false, true, true},
+		{"two commits on", s5, state(7, 1), true, true, false, false},
+		{"the next state in a restarted WAL", s5, state(6, 2), true, true, false, true},
+		{"a restarted WAL, two commits on", s5, state(7, 2), true, true, false, false},
+		{"a WAL of other salts", s5, state(6, 3), true, true, false, false},
+		{"changes not known", s5, state(6, 1), true, false, false, false},
+		{"a state read mid-commit", s5, state(6, 1), false, true, false, false},
+		{"begun after a commit the map has not seen", state(6, 1), state(7, 1), true, true, false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := newStateMap[string, int](10)
+			m.get("a", s5) // the generation's state is s5
+			m.put("a", 1, s5)
+			m.put("b", 2, s5)
+			m.beginWrite()
+			if _, got := m.get("b", c.after); got != stale && c.after != s5 {
+				t.Fatalf("during the write, b in the state after: %v, want stale", got)
+			}
+			m.ownCommit(c.before, c.after, c.ok, []string{"a"}, c.exact)
+			now := c.after
+			if !c.ok {
+				now = state(6, 1)
+			}
+			for _, k := range []struct {
+				key  string
+				want bool
+			}{{"a", c.keptA}, {"b", c.keptB}} {
+				if _, got := m.get(k.key, now); (got == fresh) != k.want {
+					t.Errorf("%s: %v, want served %v", k.key, got, k.want)
+				}
+			}
+		})
+	}
+	// A lookup in a state older than the generation's (read before a
+	// commit the map has already seen) does not start a new generation.
+	m := newStateMap[string, int](10)
+	m.get("a", state(6, 1))
+	m.put("a", 1, state(6, 1))
+	if _, got := m.get("a", s5); got != stale {
+		t.Fatalf("in an older state: %v, want stale", got)
+	}
+	if _, got := m.get("a", state(6, 1)); got != fresh {
+		t.Fatalf("a lookup in an older state dropped the generation: %v", got)
+	}
+}
+
+// The update hook, which tells the group commit what each batch changed,
+// misses deletes of two kinds: rows removed by ON CONFLICT REPLACE, and
+// DELETE without WHERE (the truncate optimisation); and it sees no
+// WITHOUT ROWID table. The store writes neither kind, and connections
+// has a rowid.
+func TestWritesTheUpdateHookSees(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	migrations, err := filepath.Glob("migrations/*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unseen := regexp.MustCompile(`(?i)\bREPLACE\s+INTO\b|\bOR\s+REPLACE\b|\bON\s+CONFLICT\s+REPLACE\b|\bclause\.OnConflict\b|DELETE\s+FROM\s+"?connections"?\s*("|` + "`" + `|$)`)
+	for _, f := range append(files, migrations...) {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(src), "\n") {
+			if l := strings.TrimSpace(line); strings.HasPrefix(l, "//") || strings.HasPrefix(l, "--") {
+				continue // comments say what is not written
+			}
+			if m := unseen.FindString(line); m != "" {
+				t.Errorf("%s:%d: %q is a write the update hook does not report", f, i+1, m)
+			}
+		}
+	}
+	s, _, _ := cachedStore(t)
+	var ddl string
+	if err := s.sqlDB.QueryRow("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'connections'").Scan(&ddl); err != nil {
+		t.Fatal(err)
+	}
+	if regexp.MustCompile(`(?i)WITHOUT\s+ROWID`).MatchString(ddl) {
+		t.Fatal("connections is a WITHOUT ROWID table, whose changes the update hook does not report")
 	}
 }

@@ -170,13 +170,14 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, next fun
 	}
 	var out []connection.Connection
 	for _, r := range rows {
-		res := s.db.WithContext(ctx).Model(&connectionRow{}).
-			Where("id = ? AND next_check_at = ? AND status <> 'revoked'", r.ID, r.NextCheckAt).
-			Update("next_check_at", micros(next()))
-		if res.Error != nil {
-			return out, s.wrap("claim due connection", res.Error)
+		n, err := s.exec(ctx, func(db *gorm.DB) *gorm.DB {
+			return db.Model(&connectionRow{}).Where("id = ? AND next_check_at = ? AND status <> 'revoked'", r.ID, r.NextCheckAt).
+				Update("next_check_at", micros(next()))
+		})
+		if err != nil {
+			return out, s.wrap("claim due connection", err)
 		}
-		if res.RowsAffected == 1 {
+		if n == 1 {
 			out = append(out, fromRow(r))
 		}
 	}
@@ -187,12 +188,13 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, next fun
 func (s *Store) Reschedule(ctx context.Context, id string, at time.Time) error {
 	ctx, cancel := s.op(ctx, "store.Reschedule")
 	defer cancel()
-	res := s.db.WithContext(ctx).Model(&connectionRow{}).Where("id = ? AND status <> 'revoked'", id).
-		Update("next_check_at", micros(at))
-	if res.Error != nil {
-		return s.wrap("reschedule connection", res.Error)
+	n, err := s.exec(ctx, func(db *gorm.DB) *gorm.DB {
+		return db.Model(&connectionRow{}).Where("id = ? AND status <> 'revoked'", id).Update("next_check_at", micros(at))
+	})
+	if err != nil {
+		return s.wrap("reschedule connection", err)
 	}
-	if res.RowsAffected == 0 {
+	if n == 0 {
 		return connection.ErrNotFound
 	}
 	return nil
@@ -209,13 +211,14 @@ func (s *Store) ClaimRevocations(ctx context.Context, now time.Time, limit int, 
 	}
 	var out []connection.PendingRevocation
 	for _, r := range rows {
-		res := s.db.WithContext(ctx).Model(&revocationRow{}).
-			Where("connection_id = ? AND next_attempt_at = ?", r.ConnectionID, r.NextAttemptAt).
-			Update("next_attempt_at", micros(lease))
-		if res.Error != nil {
-			return out, s.wrap("claim revocation", res.Error)
+		n, err := s.exec(ctx, func(db *gorm.DB) *gorm.DB {
+			return db.Model(&revocationRow{}).Where("connection_id = ? AND next_attempt_at = ?", r.ConnectionID, r.NextAttemptAt).
+				Update("next_attempt_at", micros(lease))
+		})
+		if err != nil {
+			return out, s.wrap("claim revocation", err)
 		}
-		if res.RowsAffected == 1 {
+		if n == 1 {
 			out = append(out, connection.PendingRevocation{ConnectionID: r.ConnectionID, ServerURL: r.ServerURL,
 				TokenID: r.TokenID, SealedToken: []byte(r.SealedToken), Attempts: r.Attempts,
 				CreatedAt: fromMicros(r.CreatedAt), NextAttemptAt: fromMicros(micros(lease))})

@@ -31,12 +31,14 @@ func (s *Store) ClaimKey(ctx context.Context, r idempotency.Record, staleBefore 
 	ctx, cancel := s.op(ctx, "store.ClaimKey")
 	defer cancel()
 	db := s.db.WithContext(ctx)
-	res := db.Exec(`INSERT INTO idempotency_keys (key_hash, request_hash, status, created_at, expires_at) VALUES (?, ?, 0, ?, ?)
+	n, err := s.exec(ctx, func(db *gorm.DB) *gorm.DB {
+		return db.Exec(`INSERT INTO idempotency_keys (key_hash, request_hash, status, created_at, expires_at) VALUES (?, ?, 0, ?, ?)
 		ON CONFLICT (key_hash) DO NOTHING`, r.Key, r.RequestHash, micros(r.CreatedAt), micros(r.ExpiresAt))
-	if res.Error != nil {
-		return nil, s.wrap("claim idempotency key", res.Error)
+	})
+	if err != nil {
+		return nil, s.wrap("claim idempotency key", err)
 	}
-	if res.RowsAffected == 1 {
+	if n == 1 {
 		return nil, nil
 	}
 	var row idempotencyRow
@@ -47,13 +49,15 @@ func (s *Store) ClaimKey(ctx context.Context, r idempotency.Record, staleBefore 
 		return nil, s.wrap("read idempotency key", err)
 	}
 	if row.ExpiresAt < micros(r.CreatedAt) || (row.Status == 0 && row.CreatedAt < micros(staleBefore)) {
-		res := db.Model(&idempotencyRow{}).Where("key_hash = ? AND created_at = ? AND status = ?", r.Key, row.CreatedAt, row.Status).
-			Updates(map[string]any{"request_hash": r.RequestHash, "status": 0, "sealed_body": nil,
-				"created_at": micros(r.CreatedAt), "expires_at": micros(r.ExpiresAt)})
-		if res.Error != nil {
-			return nil, s.wrap("take over idempotency key", res.Error)
+		n, err := s.exec(ctx, func(db *gorm.DB) *gorm.DB {
+			return db.Model(&idempotencyRow{}).Where("key_hash = ? AND created_at = ? AND status = ?", r.Key, row.CreatedAt, row.Status).
+				Updates(map[string]any{"request_hash": r.RequestHash, "status": 0, "sealed_body": nil,
+					"created_at": micros(r.CreatedAt), "expires_at": micros(r.ExpiresAt)})
+		})
+		if err != nil {
+			return nil, s.wrap("take over idempotency key", err)
 		}
-		if res.RowsAffected == 1 {
+		if n == 1 {
 			return nil, nil
 		}
 		return s.ClaimKey(ctx, r, staleBefore)
@@ -100,7 +104,10 @@ func (s *Store) FinishKey(ctx context.Context, key string, status int, sealedBod
 func (s *Store) ReleaseKey(ctx context.Context, key string) error {
 	ctx, cancel := s.op(ctx, "store.ReleaseKey")
 	defer cancel()
-	return s.wrap("release idempotency key", s.db.WithContext(ctx).Where("key_hash = ? AND status = 0", key).Delete(&idempotencyRow{}).Error)
+	_, err := s.exec(ctx, func(db *gorm.DB) *gorm.DB {
+		return db.Where("key_hash = ? AND status = 0", key).Delete(&idempotencyRow{})
+	})
+	return s.wrap("release idempotency key", err)
 }
 
 // pruneKeysQuery deletes a batch of expired idempotency keys, chosen

@@ -52,11 +52,11 @@ func (s *Store) SessionByTokenHash(ctx context.Context, hash string) (session.Se
 func (s *Store) DeleteSession(ctx context.Context, id string) error {
 	ctx, cancel := s.op(ctx, "store.DeleteSession")
 	defer cancel()
-	res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&sessionRow{})
-	if res.Error != nil {
-		return s.wrap("delete session", res.Error)
+	n, err := s.exec(ctx, func(db *gorm.DB) *gorm.DB { return db.Where("id = ?", id).Delete(&sessionRow{}) })
+	if err != nil {
+		return s.wrap("delete session", err)
 	}
-	if res.RowsAffected == 0 {
+	if n == 0 {
 		return fmt.Errorf("delete session %s: %w", id, session.ErrNotFound)
 	}
 	return nil

@@ -95,7 +95,12 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 	// SQLite runs one write at a time: one writer connection, so writers
 	// wait their turn in Go rather than in the busy handler's sleeps, and
 	// a pool of readers beside it.
-	db, sqlDB, err := open(dsn, 1, onWriterConnect)
+	changes := &changeLog{}
+	writerConnect := func(c *sqlite3.SQLiteConn) error {
+		c.RegisterUpdateHook(changes.note)
+		return onWriterConnect(c)
+	}
+	db, sqlDB, err := open(dsn, 1, writerConnect)
 	if err != nil {
 		return nil, err
 	}
@@ -113,10 +118,10 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*Store, err
 		s.Close()
 		return nil, err
 	}
-	s.batch = newBatcher(db, s.savepointStmt, s.rollbackToStmt)
 	if s.cache, err = newRowCache(ctx, path, pool(dsn, nil), rowCacheSize); err != nil {
 		log.Warn("reads by id go to the database every time", "err", err)
 	}
+	s.batch = newBatcher(db, s.savepointStmt, s.rollbackToStmt, s.cache, changes)
 	return s, nil
 }
 

@@ -24,7 +24,8 @@ func (s *Store) AddDelivery(ctx context.Context, d webhook.Delivery) error {
 	if d.ConnectionID == "" {
 		row.Snapshot = "{}"
 	}
-	return s.wrap("add webhook delivery", s.db.WithContext(ctx).Create(&row).Error)
+	_, err = s.exec(ctx, func(db *gorm.DB) *gorm.DB { return db.Create(&row) })
+	return s.wrap("add webhook delivery", err)
 }
 
 // claimQuery finds due pending events that are first in their
@@ -47,13 +48,14 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, limit int, l
 	}
 	var out []webhook.Delivery
 	for _, r := range rows {
-		res := s.db.WithContext(ctx).Model(&eventRow{}).
-			Where("id = ? AND status = 'pending' AND next_attempt_at = ?", r.ID, r.NextAttemptAt).
-			Update("next_attempt_at", micros(lease))
-		if res.Error != nil {
-			return out, s.wrap("claim webhook delivery", res.Error)
+		n, err := s.exec(ctx, func(db *gorm.DB) *gorm.DB {
+			return db.Model(&eventRow{}).Where("id = ? AND status = 'pending' AND next_attempt_at = ?", r.ID, r.NextAttemptAt).
+				Update("next_attempt_at", micros(lease))
+		})
+		if err != nil {
+			return out, s.wrap("claim webhook delivery", err)
 		}
-		if res.RowsAffected != 1 {
+		if n != 1 {
 			continue
 		}
 		r.NextAttemptAt = micros(lease)
@@ -82,12 +84,13 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, lease time.Time, o
 	if o.Status != webhook.StatusPending {
 		cols["settled_at"] = micros(o.At)
 	}
-	res := s.db.WithContext(ctx).Model(&eventRow{}).
-		Where("id = ? AND status = 'pending' AND next_attempt_at = ?", id, micros(lease)).Updates(cols)
-	if res.Error != nil {
-		return s.wrap("record webhook attempt", res.Error)
+	n, err := s.exec(ctx, func(db *gorm.DB) *gorm.DB {
+		return db.Model(&eventRow{}).Where("id = ? AND status = 'pending' AND next_attempt_at = ?", id, micros(lease)).Updates(cols)
+	})
+	if err != nil {
+		return s.wrap("record webhook attempt", err)
 	}
-	if res.RowsAffected == 0 {
+	if n == 0 {
 		return fmt.Errorf("record attempt of %s: %w", id, webhook.ErrNotFound)
 	}
 	return nil
