@@ -85,14 +85,14 @@ func (m *Metrics) WatchWriteBatches(stats func() (batches, writes uint64, busy t
 
 // WatchRowCache adds the SQLite row cache's reads, by cache (connection:
 // reads by id; page: listing pages) and result (hit; miss: not held;
-// stale: held, but read before a later commit), read from reads at each
-// scrape. Stale reads that outnumber hits mean commits come faster than
+// stale: held, but read before a later commit that may have changed it),
+// read from reads at each scrape. Stale reads that outnumber hits mean commits come faster than
 // the same rows are read again.
 func (m *Metrics) WatchRowCache(reads func(cache, result string) uint64) {
 	for _, cache := range []string{"connection", "page"} {
 		for _, result := range []string{"hit", "miss", "stale"} {
 			m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mmconnect_db_row_cache_reads_total",
-				Help:        "Reads through the SQLite row cache by cache (connection, page) and result (hit; miss: not held; stale: held, but read before a later commit).",
+				Help:        "Reads through the SQLite row cache by cache (connection, page) and result (hit; miss: not held; stale: held, but read before a later commit that may have changed it).",
 				ConstLabels: prometheus.Labels{"cache": cache, "result": result}},
 				func() float64 { return float64(reads(cache, result)) }))
 		}

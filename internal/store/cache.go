@@ -16,11 +16,13 @@ import (
 )
 
 // rowCache keeps connection rows read by id, and the rows of listing
-// pages by their query, each tagged with the state of the SQLite database
-// it was read under, and serves one only while that state is unchanged:
-// any commit, by this process's writer, by a replica or by `mmconnect
-// rotate-keys` in another process, changes it, so no read after a write
-// can return an old row or an old page.
+// pages by their query, and serves one only while the SQLite database's
+// state shows no commit since it was read that may have changed it: any
+// commit, by this process's writer, by a replica or by `mmconnect
+// rotate-keys` in another process, changes the state, and only a commit
+// of this process's group commit, whose changed rows it knows, leaves the
+// other entries served, so no read after a write can return an old row or
+// an old page.
 //
 // The state is the WAL-index header in the database's -shm file
 // (https://www.sqlite.org/walformat.html): every committed transaction
@@ -32,9 +34,10 @@ import (
 // SQLite's own connections read it: no lock and no system call, where a
 // pread cost a system call on every GET, hit or miss.
 //
-// Any commit makes every entry stale, so the cache pays off where status
-// is read far more often than anything is written, which is the case it is
-// for; a stale entry is only a miss.
+// A commit by another process makes every entry stale; one by this
+// process's group commit only the rows it changed (stateMap). So the cache
+// pays off where status is read far more often than the same rows are
+// written, which is the case it is for; a stale entry is only a miss.
 type rowCache struct {
 	// shm is the -shm file's header, mapped shared and read-only; nil
 	// once closed, so a read racing the store's Close is a miss, not a
@@ -315,10 +318,11 @@ func (m *stateMap[K, V]) ownCommit(before, after walState, ok bool, changed []K,
 
 // CacheReads count the reads through one of the row cache's maps since
 // the store opened: served from the cache (Hits); not held (Misses); held,
-// but read before a later commit by any process, or asked for while a
-// commit was being published (Stale). Misses and stale reads went to the
-// database. Stale reads that outnumber hits mean commits come faster than
-// the same rows are read again: any commit makes every entry stale.
+// but read before a later commit that may have changed it, or asked for
+// while a commit was being published (Stale). Misses and stale reads went
+// to the database. Stale reads that outnumber hits mean commits come
+// faster than the same rows are read again: this process's group commit
+// makes stale only the rows it changed, any other commit every entry.
 type CacheReads struct {
 	Hits, Misses, Stale uint64
 }
