@@ -271,7 +271,18 @@ const (
 	nameList     = "GET /connections?limit=50"
 	nameListDeep = "GET …?limit=50&cursor=(middle)"
 	nameCreate   = "POST /connections"
+	nameHot      = "GET /connections/{id} of 1,000 ids during creates"
 )
+
+// hotSet is how many ids the reads during creates pick from.
+const hotSet = 1000
+
+// subdir makes dir's subdirectory name, for a second wrk script beside
+// the first, and returns it. Errors: it cannot be made.
+func subdir(dir, name string) (string, error) {
+	d := filepath.Join(dir, name)
+	return d, os.MkdirAll(d, 0o700)
+}
 
 // round seeds a database of n connections, starts the binary on it and
 // measures everything beside the bare handler.
@@ -327,11 +338,11 @@ func (b *bench) round(dir string, n int) (round, error) {
 	defer process.Stop(srv)
 
 	// The Go client's request for req: the same one wrk's script makes.
-	goRequest := func(url string, req wrkRequest) func(client, i int) error {
+	goRequest := func(url string, req wrkRequest, among int) func(client, i int) error {
 		switch req.mode {
 		case "random":
 			return func(int, int) error {
-				return b.call("GET", url+"/connections/"+rows.id(rand.IntN(n)), nil, http.StatusOK)
+				return b.call("GET", url+"/connections/"+rows.id(rand.IntN(among)), nil, http.StatusOK)
 			}
 		case "create":
 			return func(int, int) error {
@@ -342,19 +353,24 @@ func (b *bench) round(dir string, n int) (round, error) {
 		}
 		return func(int, int) error { return b.call("GET", url+req.path, nil, http.StatusOK) }
 	}
-	measure := func(name, url string, req wrkRequest) (result, error) {
+	// measureWith measures req from clients clients, random ids among the
+	// first among rows, with wrk's script in dir.
+	measureWith := func(dir, name, url string, req wrkRequest, clients, among int) (result, error) {
 		before := cpuSnapshot(srv.Process.Pid)
 		if b.load != "wrk" {
-			r := load(name, b.clients, b.d, goRequest(url, req))
+			r := load(name, clients, b.d, goRequest(url, req, among))
 			r.cpu = cpuSnapshot(srv.Process.Pid).since(before)
 			return r, nil
 		}
 		offset := b.created.Add(wrkOffsetStep) - wrkOffsetStep
-		r, wrkCPU, err := runWrk(dir, name, url, req, b.clients, b.d, []string{"BENCH_KEY=" + b.apiKey,
-			fmt.Sprintf("BENCH_ROWS=%d", n), "BENCH_MM=" + b.mm.URL, fmt.Sprintf("BENCH_CREATORS=%d", creators), fmt.Sprintf("BENCH_OFFSET=%d", offset)})
+		r, wrkCPU, err := runWrk(dir, name, url, req, clients, b.d, []string{"BENCH_KEY=" + b.apiKey,
+			fmt.Sprintf("BENCH_ROWS=%d", among), "BENCH_MM=" + b.mm.URL, fmt.Sprintf("BENCH_CREATORS=%d", creators), fmt.Sprintf("BENCH_OFFSET=%d", offset)})
 		r.cpu = cpuSnapshot(srv.Process.Pid).since(before)
 		r.cpu.bench, r.cpu.rest = r.cpu.bench+wrkCPU, r.cpu.rest-wrkCPU
 		return r, err
+	}
+	measure := func(name, url string, req wrkRequest) (result, error) {
+		return measureWith(dir, name, url, req, b.clients, n)
 	}
 	var results []result
 	var cacheLines []string
@@ -395,6 +411,33 @@ func (b *bench) round(dir string, n int) (round, error) {
 	}
 	results = append(results, create)
 
+	// Reads of a hot set of ids while connections are made beside them,
+	// as an app's page loads ask for status while its users connect: the
+	// share of reads the row cache serves is what the creates' commits
+	// leave it.
+	hotRows, writers := min(n, hotSet), max(1, b.clients/8)
+	var hot, beside result
+	hotDir, hotErr := subdir(dir, "hot")
+	besideDir, besideErr := subdir(dir, "beside")
+	if err := errors.Join(hotErr, besideErr); err != nil {
+		return round{}, err
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		hot, hotErr = measureWith(hotDir, nameHot, base, wrkRequest{mode: "random"}, b.clients-writers, hotRows)
+	}()
+	go func() {
+		defer wg.Done()
+		beside, besideErr = measureWith(besideDir, nameCreate, base, wrkRequest{mode: "create"}, writers, n)
+	}()
+	wg.Wait()
+	if err := errors.Join(hotErr, besideErr); err != nil {
+		return round{}, err
+	}
+	metricsHot := scrape(b.client, base, b.apiKey)
+
 	ceiling := results[0].rps()
 	fmt.Printf("%-34s %9s %8s %10s %10s %6s   %s\n", "", "req/s", "× bare", "p50", "p99", "errors", "CPU per request: server, bench, rest")
 	out := round{n: n, results: map[string]result{}}
@@ -406,6 +449,12 @@ func (b *bench) round(dir string, n int) (round, error) {
 	if len(cacheLines) > 0 {
 		fmt.Printf("row cache hits during the reads: %s\n", strings.Join(cacheLines, "; "))
 	}
+	fmt.Printf("%s: %.0f/s, p50 %s, p99 %s, %d errors", nameHot, hot.rps(), hot.p50.Round(time.Microsecond), hot.p99.Round(time.Microsecond), hot.errs)
+	if hits, reads := cacheHits(metricsAfter, metricsHot); reads > 0 {
+		fmt.Printf(", row cache hits %.1f%%", 100*hits/reads)
+	}
+	fmt.Printf("; beside %.0f creates/s from %d clients\n", beside.rps(), writers)
+	out.results[nameHot] = hot
 	fmt.Printf("upstream TLS handshakes during the creates: %d\n", handshakes)
 	if bt := metricsAfter["mmconnect_db_write_batches_total"] - metricsBefore["mmconnect_db_write_batches_total"]; bt > 0 {
 		w := metricsAfter["mmconnect_db_batched_writes_total"] - metricsBefore["mmconnect_db_batched_writes_total"]
