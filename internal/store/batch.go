@@ -192,10 +192,10 @@ func (s *Store) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 }
 
 // exec runs the one statement write makes on the db it is given as one
-// write (single), and returns the rows it affected. On SQLite every write
-// goes through the group commit this way, so the row cache learns which
-// rows each commit of this process changed; a commit outside it makes
-// every cached row stale. Errors: the statement's.
+// write (single), and returns the rows it affected. On SQLite that is the
+// group commit, whose commits tell the row cache which rows they changed;
+// a commit outside it (a pruning pass, the retired-key sweep) makes every
+// cached row stale. Errors: the statement's.
 func (s *Store) exec(ctx context.Context, write func(db *gorm.DB) *gorm.DB) (int64, error) {
 	var n int64
 	err := s.single(ctx, func(db *gorm.DB) error {
