@@ -617,8 +617,8 @@ func TestStateMapOwnCommit(t *testing.T) {
 // The update hook, which tells the group commit what each batch changed,
 // misses deletes of two kinds: rows removed by ON CONFLICT REPLACE, and
 // DELETE without WHERE (the truncate optimisation); and it sees no
-// WITHOUT ROWID table. The store writes neither kind, and connections
-// has a rowid.
+// WITHOUT ROWID table. The store writes neither kind, connections has a
+// rowid, and nothing in the schema changes its rows as a side effect.
 func TestWritesTheUpdateHookSees(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
@@ -653,5 +653,19 @@ func TestWritesTheUpdateHookSees(t *testing.T) {
 	}
 	if regexp.MustCompile(`(?i)WITHOUT\s+ROWID`).MatchString(ddl) {
 		t.Fatal("connections is a WITHOUT ROWID table, whose changes the update hook does not report")
+	}
+	// Nor does the schema change connections behind a statement's back:
+	// no trigger, and no foreign key of connections whose action could
+	// change its rows when another table changes.
+	var triggers, actions int
+	if err := s.sqlDB.QueryRow("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'").Scan(&triggers); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sqlDB.QueryRow(`SELECT count(*) FROM pragma_foreign_key_list('connections')
+		WHERE on_delete <> 'NO ACTION' OR on_update <> 'NO ACTION'`).Scan(&actions); err != nil {
+		t.Fatal(err)
+	}
+	if triggers != 0 || actions != 0 {
+		t.Fatalf("%d triggers, %d foreign key actions on connections: writes the group commit does not see", triggers, actions)
 	}
 }
