@@ -86,8 +86,8 @@ func (m *Metrics) WatchWriteBatches(stats func() (batches, writes uint64, busy t
 // WatchRowCache adds the SQLite row cache's reads, by cache (connection:
 // reads by id; page: listing pages) and result (hit; miss: not held;
 // stale: held, but read before a later commit that may have changed it),
-// read from reads at each scrape. Stale reads that outnumber hits mean commits come faster than
-// the same rows are read again.
+// read from reads at each scrape. Stale reads that outnumber hits mean
+// commits come faster than the same rows are read again.
 func (m *Metrics) WatchRowCache(reads func(cache, result string) uint64) {
 	for _, cache := range []string{"connection", "page"} {
 		for _, result := range []string{"hit", "miss", "stale"} {

@@ -104,10 +104,9 @@ func (s *Store) FinishKey(ctx context.Context, key string, status int, sealedBod
 func (s *Store) ReleaseKey(ctx context.Context, key string) error {
 	ctx, cancel := s.op(ctx, "store.ReleaseKey")
 	defer cancel()
-	_, err := s.exec(ctx, func(db *gorm.DB) *gorm.DB {
-		return db.Where("key_hash = ? AND status = 0", key).Delete(&idempotencyRow{})
-	})
-	return s.wrap("release idempotency key", err)
+	return s.wrap("release idempotency key", s.single(ctx, func(db *gorm.DB) error {
+		return db.Where("key_hash = ? AND status = 0", key).Delete(&idempotencyRow{}).Error
+	}))
 }
 
 // pruneKeysQuery deletes a batch of expired idempotency keys, chosen

@@ -180,8 +180,8 @@ func (s *Store) dryRun(ctx context.Context, build func(db *gorm.DB) *gorm.DB) *g
 // about ten. update is the UPDATE as GORM builds it (a dry run of the same
 // query SQLite runs, its RETURNING included). When it matches no row (a
 // race lost, which is rare), one more round trip tells ErrNotFound from
-// ErrConflict and another ends the transaction. Errors: ErrNotFound; ErrConflict
-// (wrapped); the statements', as createPipelined's.
+// ErrConflict and another ends the transaction. Errors: ErrNotFound;
+// ErrConflict (wrapped); the statements', as createPipelined's.
 func (s *Store) updatePipelined(ctx context.Context, id string, update *gorm.Statement, ch connection.Change) error {
 	return s.pipelined(ctx, func(pc *pgx.Conn) error {
 		b := &pgx.Batch{}

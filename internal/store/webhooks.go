@@ -24,8 +24,7 @@ func (s *Store) AddDelivery(ctx context.Context, d webhook.Delivery) error {
 	if d.ConnectionID == "" {
 		row.Snapshot = "{}"
 	}
-	_, err = s.exec(ctx, func(db *gorm.DB) *gorm.DB { return db.Create(&row) })
-	return s.wrap("add webhook delivery", err)
+	return s.wrap("add webhook delivery", s.single(ctx, func(db *gorm.DB) error { return db.Create(&row).Error }))
 }
 
 // claimQuery finds due pending events that are first in their
