@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mmconnect/mmconnect/internal/connection"
 )
 
 func TestRoutingBeforeAuth(t *testing.T) {
@@ -508,6 +511,31 @@ func TestCredentialsAndRevoke(t *testing.T) {
 
 // The upstream check's outcomes reach the client with their status and
 // code, and POST /verify records them in last_error.
+// The codes a check can fail with are one list (connection.CheckCodes),
+// which metrics name before the first check: the contract's UpstreamCode
+// is that list in its order, and each is one of the contract's problem
+// codes (TestUpstreamStatusForEachCheckCode holds the error table to it).
+func TestCheckCodesAreTheContracts(t *testing.T) {
+	doc, err := contract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var enum []string
+	for _, v := range doc.Components.Schemas["UpstreamCode"].Value.Enum {
+		enum = append(enum, v.(string))
+	}
+	codes := connection.CheckCodes()
+	if !slices.Equal(enum, codes) {
+		t.Errorf("openapi.yaml's UpstreamCode = %v; connection.CheckCodes = %v", enum, codes)
+	}
+	problems := doc.Components.Schemas["Problem"].Value.Properties["code"].Value.Enum
+	for _, c := range codes {
+		if !slices.Contains(problems, any(c)) {
+			t.Errorf("%s is not a problem code in openapi.yaml", c)
+		}
+	}
+}
+
 func TestUpstreamOutcomesThroughTheAPI(t *testing.T) {
 	h := newHarness(t)
 	for _, tc := range []struct {

@@ -72,6 +72,16 @@ const (
 	CodeTokenUnknown = "token_unknown"
 )
 
+// CheckCodes are the codes a check against Mattermost can fail with (an
+// UpstreamError's Code from Verifier.Verify), in the order the contract
+// lists them (openapi.yaml's UpstreamCode); the api package maps each to
+// its status, and metrics names each outcome before the first check, so
+// a rate of any of them reads 0, not nothing. A fresh slice each call.
+func CheckCodes() []string {
+	return []string{CodeTokenRejected, CodeNotMattermost, CodeHostNotFound, CodeHostNotAllowed, CodeRedirectNotAllowed,
+		CodeUpstreamUnreachable, CodeUpstreamTLS, CodeUpstreamError, CodeUpstreamRateLimited, CodeUpstreamTimeout}
+}
+
 // UpstreamError is a failed check against a Mattermost server. Code is one
 // of the Code constants; Message tells the user what to check and never
 // contains the token. RetryAfter is set when the server asked to wait.
@@ -80,6 +90,12 @@ type UpstreamError struct {
 	Message    string
 	RetryAfter time.Duration
 	Err        error
+}
+
+// CheckOutcomes are every name CheckOutcome gives: "accepted", each of
+// CheckCodes, and "error". A fresh slice each call.
+func CheckOutcomes() []string {
+	return append(append([]string{"accepted"}, CheckCodes()...), "error")
 }
 
 // CheckOutcome names how a check ended, for metrics and traces:
