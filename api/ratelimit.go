@@ -38,6 +38,7 @@ type RateLimits struct {
 // limiter keeps a token bucket per caller, forgetting callers idle for an
 // hour and never keeping more than maxCallers.
 type limiter struct {
+	name    string // the limit, as metrics name it: api_key, session or ip
 	rate    Rate
 	mu      sync.Mutex
 	buckets map[string]*bucket
@@ -51,11 +52,11 @@ type bucket struct {
 
 const maxCallers = 100_000
 
-func newLimiter(r Rate) *limiter {
+func newLimiter(name string, r Rate) *limiter {
 	if r.N <= 0 || r.Period <= 0 {
 		return nil
 	}
-	return &limiter{rate: r, buckets: map[string]*bucket{}}
+	return &limiter{name: name, rate: r, buckets: map[string]*bucket{}}
 }
 
 // allow takes one request from key's bucket; when it is empty, it says how
@@ -115,7 +116,20 @@ func newRateLimiters(rl *RateLimits) *rateLimiters {
 	if now == nil {
 		now = time.Now
 	}
-	return &rateLimiters{key: newLimiter(rl.PerAPIKey), session: newLimiter(rl.PerSession), ip: newLimiter(rl.PerIP), now: now}
+	return &rateLimiters{key: newLimiter("api_key", rl.PerAPIKey), session: newLimiter("session", rl.PerSession),
+		ip: newLimiter("ip", rl.PerIP), now: now}
+}
+
+// names are the limits in force (a zero Rate is none), as metrics name
+// them.
+func (r *rateLimiters) names() []string {
+	var out []string
+	for _, l := range []*limiter{r.key, r.session, r.ip} {
+		if l != nil {
+			out = append(out, l.name)
+		}
+	}
+	return out
 }
 
 // outbound limits a route that makes mmconnect call a Mattermost server.
@@ -125,23 +139,23 @@ func (s *Server) outbound(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 	return func(c echo.Context) error {
 		now := s.limits.now()
-		check := func(l *limiter, which, who, key string) error {
+		check := func(l *limiter, who, key string) error {
 			if ok, wait := l.allow(key, now); !ok {
 				if s.deps.Metrics != nil {
-					s.deps.Metrics.RateLimited(which)
+					s.deps.Metrics.RateLimited(l.name)
 				}
 				return &rateLimitedError{who: who, limit: l.rate, retryAfter: wait}
 			}
 			return nil
 		}
 		if sess := sessionOf(c); sess != nil {
-			if err := check(s.limits.session, "session", "this connect session", sess.ID); err != nil {
+			if err := check(s.limits.session, "this connect session", sess.ID); err != nil {
 				return err
 			}
-			if err := check(s.limits.ip, "ip", "this address", c.RealIP()); err != nil {
+			if err := check(s.limits.ip, "this address", c.RealIP()); err != nil {
 				return err
 			}
-		} else if err := check(s.limits.key, "api_key", "this API key", apiKeyOf(c)); err != nil {
+		} else if err := check(s.limits.key, "this API key", apiKeyOf(c)); err != nil {
 			return err
 		}
 		return next(c)

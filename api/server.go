@@ -112,6 +112,9 @@ type Deps struct {
 type Metrics interface {
 	ObserveRequest(route, method string, status int, d time.Duration)
 	RateLimited(limit string)
+	// ExpectRateLimits names the limits in force before any refusal, so
+	// their counts read 0 rather than nothing.
+	ExpectRateLimits(limits ...string)
 	Handler() http.Handler
 }
 
@@ -148,6 +151,9 @@ func NewServer(deps Deps) *Server {
 	s := &Server{echo: e, deps: deps, validate: newValidator(deps.AllowHTTP),
 		pageCSP: pageCSP(deps.AllowedOrigins), pageHTML: connectPageHTML(deps.AllowedOrigins),
 		limits: newRateLimiters(deps.RateLimits)}
+	if deps.Metrics != nil && s.limits != nil {
+		deps.Metrics.ExpectRateLimits(s.limits.names()...)
+	}
 	e.HTTPErrorHandler = errorHandler(deps.Logger)
 	e.Use(s.requestIDMiddleware)
 	if deps.Tracer != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/logtest"
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
 	"github.com/mmconnect/mmconnect/internal/secret"
@@ -188,19 +189,7 @@ func TestMetrics(t *testing.T) {
 			t.Fatalf("get = %d", status)
 		}
 	}
-	scrape := func(base, token string) (int, string) {
-		req, _ := http.NewRequest("GET", base+"/metrics", nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	scrape := func(base, token string) (int, string) { return scrapeMetrics(t, base, token) }
 	if status, _ := scrape(in.base, ""); status != 401 {
 		t.Fatalf("metrics without the token = %d", status)
 	}
@@ -241,6 +230,23 @@ func TestMetrics(t *testing.T) {
 		`cache="page",result="hit"`, `cache="page",result="miss"`, `cache="page",result="stale"`} {
 		counter(`mmconnect_db_row_cache_reads_total\{` + c + `\}`)
 	}
+	// Every outcome a check can have, and every rate limit in force (the
+	// default limits), is a series before it first happens: 0, not absent.
+	// Webhooks are off, so their deliveries are no series.
+	for _, o := range connection.CheckOutcomes() {
+		n := counter(`mmconnect_upstream_check_duration_seconds_count\{outcome="` + o + `"\}`)
+		if want := map[bool]float64{true: 1}[o == "accepted"]; n != want {
+			t.Errorf("%s checks = %v, want %v", o, n, want)
+		}
+	}
+	for _, l := range []string{"api_key", "session", "ip"} {
+		if n := counter(`mmconnect_rate_limited_total\{limit="` + l + `"\}`); n != 0 {
+			t.Errorf("%s refusals = %v", l, n)
+		}
+	}
+	if strings.Contains(body, "mmconnect_webhook_delivery_attempts_total{") {
+		t.Error("webhook deliveries counted with webhooks off")
+	}
 	if lost := counter("mmconnect_log_lines_lost_total"); lost != 0 {
 		t.Errorf("%v log lines lost writing to a buffer that never fails", lost)
 	}
@@ -263,4 +269,21 @@ func TestMetrics(t *testing.T) {
 	if status, body := scrape("http://"+m[1], ""); status != 200 || !strings.Contains(body, "mmconnect_http_request_duration_seconds") {
 		t.Fatalf("metrics listener = %d", status)
 	}
+}
+
+// scrapeMetrics GETs base's /metrics with token (none when empty) and
+// returns the status and the body.
+func scrapeMetrics(t *testing.T, base, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -226,6 +226,11 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	if err != nil {
 		return fmt.Errorf("webhooks: %w", err)
 	}
+	if hooks.Enabled() {
+		for _, st := range webhook.Statuses() {
+			meters.ExpectWebhookOutcomes(string(st))
+		}
+	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -207,5 +208,17 @@ func TestWebhookSurvivesKillAndRecheckRunsInBackground(t *testing.T) {
 	_, got, _ = in.call("GET", "/connections/"+id, nil)
 	if ur, _ := got["upstream_revocation"].(map[string]any); ur["status"] != "revoked" || mm.HasToken(tokenA) {
 		t.Fatalf("upstream_revocation = %v; token still works %v", got["upstream_revocation"], mm.HasToken(tokenA))
+	}
+	// This process delivered every event at its first attempt: its
+	// counts say so, with the outcomes it never had at 0, not absent.
+	status, body := scrapeMetrics(t, in.base, in.key)
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^mmconnect_webhook_delivery_attempts_total\{outcome="delivered"\} [1-9]`),
+		regexp.MustCompile(`(?m)^mmconnect_webhook_delivery_attempts_total\{outcome="pending"\} 0$`),
+		regexp.MustCompile(`(?m)^mmconnect_webhook_delivery_attempts_total\{outcome="failed"\} 0$`),
+	} {
+		if status != 200 || !want.MatchString(body) {
+			t.Errorf("metrics (%d) lack %s", status, want)
+		}
 	}
 }

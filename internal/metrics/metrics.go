@@ -53,7 +53,30 @@ func New() *Metrics {
 	}
 	m.registry.MustRegister(m.requests, m.upstreamChecks, m.rateLimited, m.webhookDeliveries, m.connections,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every outcome a check can have is a series from the start: an alert
+	// on the rate of rejected tokens or timeouts reads 0 until the first
+	// one, not nothing (a series that appears only when something happens
+	// is missed by rate() and absent()).
+	for _, o := range connection.CheckOutcomes() {
+		m.upstreamChecks.WithLabelValues(o)
+	}
 	return m
+}
+
+// ExpectRateLimits makes the refusal count of each limit in force a
+// series from the start (0), as New does for the checks' outcomes.
+func (m *Metrics) ExpectRateLimits(limits ...string) {
+	for _, l := range limits {
+		m.rateLimited.WithLabelValues(l)
+	}
+}
+
+// ExpectWebhookOutcomes makes the count of each delivery outcome a series
+// from the start (0), when webhooks are on.
+func (m *Metrics) ExpectWebhookOutcomes(outcomes ...string) {
+	for _, o := range outcomes {
+		m.webhookDeliveries.WithLabelValues(o)
+	}
 }
 
 // Handler serves the registry in the Prometheus text format.

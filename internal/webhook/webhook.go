@@ -9,6 +9,7 @@ package webhook
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
@@ -25,10 +26,12 @@ const (
 	StatusFailed    Status = "failed"
 )
 
+// Statuses are every Status, each also an attempt's outcome as
+// Options.Observe is told it. A fresh slice each call.
+func Statuses() []Status { return []Status{StatusPending, StatusDelivered, StatusFailed} }
+
 // Valid reports whether s is a known status.
-func (s Status) Valid() bool {
-	return s == StatusPending || s == StatusDelivered || s == StatusFailed
-}
+func (s Status) Valid() bool { return slices.Contains(Statuses(), s) }
 
 // Errors of the delivery store and dispatcher.
 var (
