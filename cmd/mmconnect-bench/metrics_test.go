@@ -12,7 +12,7 @@ import (
 // writes them: hits over all reads, of both caches, between two scrapes.
 func TestCacheHits(t *testing.T) {
 	reads := map[string]uint64{}
-	m := metrics.New()
+	m := metrics.New("test")
 	m.WatchRowCache(func(cache, result string) uint64 { return reads[cache+" "+result] })
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()

@@ -205,6 +205,7 @@ func TestMetrics(t *testing.T) {
 		`go_sql_open_connections{db_name="mmconnect_read"}`,
 		`mmconnect_db_write_batch_busy_seconds_total`,
 		`go_goroutines`,
+		`mmconnect_build_info{version="` + buildVersion() + `"} 1`,
 	} {
 		if status != 200 || !strings.Contains(body, want) {
 			t.Errorf("metrics (%d) lack %s", status, want)

@@ -187,7 +187,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		}
 	}
 	mm := mattermost.New(opts)
-	meters := metrics.New()
+	meters := metrics.New(buildVersion())
 	meters.WatchLog(stream.Lost)
 	meters.WatchDB(st.SQLDB(), "mmconnect")
 	if st.ReadDB() != st.SQLDB() {

@@ -29,8 +29,10 @@ type Metrics struct {
 	connections       *prometheus.GaugeVec
 }
 
-// New registers every collector, with the Go runtime's and the process's.
-func New() *Metrics {
+// New registers every collector, with the Go runtime's and the process's,
+// and mmconnect_build_info, which names the version running (what a
+// rollout across replicas shows).
+func New(version string) *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -52,7 +54,10 @@ func New() *Metrics {
 		}, []string{"status"}),
 	}
 	m.registry.MustRegister(m.requests, m.upstreamChecks, m.rateLimited, m.webhookDeliveries, m.connections,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mmconnect_build_info",
+			Help:        "Always 1; its label names the version of mmconnect running.",
+			ConstLabels: prometheus.Labels{"version": version}}, func() float64 { return 1 }))
 	// Every outcome a check can have is a series from the start: an alert
 	// on the rate of rejected tokens or timeouts reads 0 until the first
 	// one, not nothing (a series that appears only when something happens
