@@ -412,6 +412,11 @@ func TestGetListAndPaging(t *testing.T) {
 	if strings.Join(paged, ",") != strings.Join(ids, ",") {
 		t.Fatalf("paged = %v, want newest first %v", paged, ids)
 	}
+	// A page that holds exactly what is left is the last: no cursor to an
+	// empty page.
+	if full := h.do("GET", "/connections?limit=5", nil).json(t); len(full["data"].([]any)) != 5 || full["next_cursor"] != nil {
+		t.Fatalf("limit=5 over 5 connections = %d, next_cursor %v", len(full["data"].([]any)), full["next_cursor"])
+	}
 
 	one := h.do("GET", "/connections?end_user_id=b1", nil).json(t)
 	if data := one["data"].([]any); len(data) != 1 || data[0].(map[string]any)["end_user_id"] != "b1" {

@@ -83,29 +83,11 @@ type Page struct {
 // List pages through the trail. Errors: connection.ErrBadCursor, the
 // store's.
 func (s *Service) List(ctx context.Context, q Query) (Page, error) {
-	limit := q.Limit
-	if limit == 0 {
-		limit = connection.DefaultListLimit
-	}
-	f := Filter{ConnectionID: q.ConnectionID, Actor: q.Actor, Action: q.Action, Since: q.Since, Limit: limit + 1}
-	if q.Cursor != "" {
-		pos, err := connection.DecodeCursor(q.Cursor, "aud_")
-		if err != nil {
-			return Page{}, err
-		}
-		f.After = &pos
-	}
-	es, err := s.store.ListAuditEvents(ctx, f)
-	if err != nil {
-		return Page{}, err
-	}
-	p := Page{Events: es}
-	if len(es) > limit {
-		p.Events = es[:limit]
-		last := es[limit-1]
-		p.NextCursor = connection.EncodeCursor(connection.Position{CreatedAt: last.At, ID: last.ID})
-	}
-	return p, nil
+	es, next, err := connection.ReadPage(q.Limit, q.Cursor, "aud_", func(after *connection.Position, n int) ([]Event, error) {
+		return s.store.ListAuditEvents(ctx, Filter{ConnectionID: q.ConnectionID, Actor: q.Actor, Action: q.Action, Since: q.Since,
+			After: after, Limit: n})
+	}, func(e Event) connection.Position { return connection.Position{CreatedAt: e.At, ID: e.ID} })
+	return Page{Events: es, NextCursor: next}, err
 }
 
 // Prune deletes events past the retention. Errors: the store's.

@@ -331,32 +331,42 @@ func (s *Service) List(ctx context.Context, q ListQuery) (Page, error) {
 	if fe := ValidateEndUserID(q.EndUserID); fe != nil {
 		return Page{}, &ValidationError{Fields: []FieldError{*fe}}
 	}
-	limit := q.Limit
+	cs, next, err := ReadPage(q.Limit, q.Cursor, "conn_", func(after *Position, n int) ([]Connection, error) {
+		return s.store.List(ctx, ListFilter{EndUserID: q.EndUserID, Status: q.Status, After: after, Limit: n})
+	}, func(c Connection) Position { return Position{CreatedAt: c.CreatedAt, ID: c.ID} })
+	return Page{Connections: cs, NextCursor: next}, err
+}
+
+// ReadPage reads one page of a keyset listing (connections, webhook
+// deliveries, audit events): at most limit items (0: DefaultListLimit)
+// after cursor, a NextCursor of an earlier page whose id begins with
+// idPrefix (empty: from the start). read is asked for the items after a
+// position (nil: the start), one more than the page holds, so that a next
+// cursor, at the page's last item (at gives an item's position), is given
+// only when more follow. Errors: ErrBadCursor; read's.
+func ReadPage[T any](limit int, cursor, idPrefix string, read func(after *Position, n int) ([]T, error),
+	at func(T) Position) (items []T, next string, err error) {
 	if limit == 0 {
 		limit = DefaultListLimit
 	}
-	f := ListFilter{EndUserID: q.EndUserID, Status: q.Status, Limit: limit + 1}
-	if q.Cursor != "" {
-		pos, err := DecodeCursor(q.Cursor, "conn_")
+	var after *Position
+	if cursor != "" {
+		pos, err := DecodeCursor(cursor, idPrefix)
 		if err != nil {
-			return Page{}, err
+			return nil, "", err
 		}
-		f.After = &pos
+		after = &pos
 	}
-	cs, err := s.store.List(ctx, f)
-	if err != nil {
-		return Page{}, err
+	if items, err = read(after, limit+1); err != nil {
+		return nil, "", err
 	}
-	p := Page{Connections: cs}
-	if len(cs) > limit {
-		p.Connections = cs[:limit]
-		last := cs[limit-1]
-		p.NextCursor = EncodeCursor(Position{CreatedAt: last.CreatedAt, ID: last.ID})
+	if len(items) > limit {
+		items = items[:limit]
+		next = EncodeCursor(at(items[limit-1]))
 	}
-	return p, nil
+	return items, next, nil
 }
 
-// EncodeCursor makes a keyset position into an opaque cursor.
 // Live returns every connection of endUserID that is not revoked, newest
 // first, filtered in the store and read in pages, so none is left out.
 // Errors: *ValidationError, ErrUnavailable.

@@ -285,29 +285,12 @@ type Page struct {
 // List pages through deliveries. Errors: connection.ErrBadCursor, the
 // store's.
 func (s *Service) List(ctx context.Context, q Query) (Page, error) {
-	limit := q.Limit
-	if limit == 0 {
-		limit = connection.DefaultListLimit
-	}
-	f := ListFilter{Status: q.Status, Limit: limit + 1}
-	if q.Cursor != "" {
-		pos, err := connection.DecodeCursor(q.Cursor, "evt_")
-		if err != nil {
-			return Page{}, err
-		}
-		f.After = &pos
-	}
-	ds, err := s.store.ListDeliveries(ctx, f)
-	if err != nil {
-		return Page{}, err
-	}
-	p := Page{Deliveries: ds}
-	if len(ds) > limit {
-		p.Deliveries = ds[:limit]
-		last := ds[limit-1]
-		p.NextCursor = connection.EncodeCursor(connection.Position{CreatedAt: last.CreatedAt, ID: last.Event.ID})
-	}
-	return p, nil
+	ds, next, err := connection.ReadPage(q.Limit, q.Cursor, "evt_", func(after *connection.Position, n int) ([]Delivery, error) {
+		return s.store.ListDeliveries(ctx, ListFilter{Status: q.Status, After: after, Limit: n})
+	}, func(d Delivery) connection.Position {
+		return connection.Position{CreatedAt: d.CreatedAt, ID: d.Event.ID}
+	})
+	return Page{Deliveries: ds, NextCursor: next}, err
 }
 
 // Prune deletes deliveries settled more than keep ago. Errors: the
