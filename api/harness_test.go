@@ -30,6 +30,7 @@ import (
 	"github.com/mmconnect/mmconnect/internal/logtest"
 	"github.com/mmconnect/mmconnect/internal/mattermost"
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
+	"github.com/mmconnect/mmconnect/internal/metrics"
 	"github.com/mmconnect/mmconnect/internal/outbound"
 	"github.com/mmconnect/mmconnect/internal/secret"
 	"github.com/mmconnect/mmconnect/internal/session"
@@ -100,6 +101,8 @@ type harnessOptions struct {
 	maxPerEndUser   int
 	trustedProxies  []netip.Prefix
 	extraKeys       []string
+	// metrics wires the real Prometheus metrics, served on /metrics.
+	metrics bool
 }
 
 const testWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -152,6 +155,9 @@ func newHarnessWith(t testing.TB, opts harnessOptions) *harness {
 		},
 		Logger: log, OpenAPI: mmconnect.OpenAPI(), PublicURL: opts.publicURL, AllowedOrigins: opts.origins,
 		AppName: cmp.Or(opts.appName, "this app"), HelpURL: opts.helpURL}
+	if opts.metrics {
+		deps.Metrics = metrics.New("test")
+	}
 	if !opts.noWebhooks {
 		h.receiver = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusNoContent)

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -22,7 +23,19 @@ func limitedHarness(t *testing.T, extraKey string, trusted ...string) *harness {
 			PerSession: api.Rate{N: 3, Period: time.Minute},
 			PerIP:      api.Rate{N: 5, Period: time.Minute},
 		},
-		extraKeys: []string{extraKey}, trustedProxies: proxies})
+		extraKeys: []string{extraKey}, trustedProxies: proxies, metrics: true})
+}
+
+// expectRefusals checks the refusals /metrics counts, by limit.
+func expectRefusals(t *testing.T, h *harness, want map[string]int) {
+	t.Helper()
+	res := h.do("GET", "/metrics", nil)
+	for limit, n := range want {
+		line := fmt.Sprintf(`mmconnect_rate_limited_total{limit=%q} %d`, limit, n)
+		if res.Status != 200 || !strings.Contains(string(res.Body), "\n"+line+"\n") {
+			t.Errorf("metrics (%d) lack %s", res.Status, line)
+		}
+	}
 }
 
 // expectRateLimited checks a 429 rate_limited with a Retry-After that a
@@ -65,6 +78,7 @@ func TestRateLimitPerAPIKey(t *testing.T) {
 	if res := h.do("POST", "/connections/"+id+"/verify", nil); res.Status != 200 {
 		t.Fatalf("after waiting, verify = %d", res.Status)
 	}
+	expectRefusals(t, h, map[string]int{"api_key": 2, "session": 0, "ip": 0})
 }
 
 // Connect sessions are limited per session and per client address, and
@@ -110,6 +124,7 @@ func TestRateLimitPerSessionAndAddress(t *testing.T) {
 	}
 	_, s4 := h.openSession("u4")
 	expectRateLimited(t, h, post(s4, "198.51.100.7:1234", "203.0.113.10"), before)
+	expectRefusals(t, h, map[string]int{"api_key": 0, "session": 1, "ip": 2})
 }
 
 // One end user cannot fill the database: a cap on live connections, which
