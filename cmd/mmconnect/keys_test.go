@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -270,6 +271,30 @@ func TestMetrics(t *testing.T) {
 	if status, body := scrape("http://"+m[1], ""); status != 200 || !strings.Contains(body, "mmconnect_http_request_duration_seconds") {
 		t.Fatalf("metrics listener = %d", status)
 	}
+
+	// A metrics address that cannot be had stops the start before the API
+	// says it listens, and frees the API's port.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	apiLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiAddr := apiLn.Addr().String()
+	apiLn.Close()
+	env3 := newEnv(t, mm)
+	env3["MMCONNECT_ADDR"], env3["MMCONNECT_METRICS_ADDR"] = apiAddr, busy.Addr().String()
+	if msg := startFails(t, env3); !strings.Contains(msg, "listen for metrics on "+busy.Addr().String()) {
+		t.Fatalf("start with a busy metrics address = %q", msg)
+	}
+	again, err := net.Listen("tcp", apiAddr)
+	if err != nil {
+		t.Fatalf("the API's port is still held after the refused start: %v", err)
+	}
+	again.Close()
 }
 
 // scrapeMetrics GETs base's /metrics with token (none when empty) and

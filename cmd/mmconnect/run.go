@@ -297,11 +297,12 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL)
+	// The metrics listener is up before the API says it listens, so
+	// whoever waits for "listening" (a supervisor, a test) finds both.
 	if cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
+			ln.Close()
 			return fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
 		}
 		msrv := &http.Server{Handler: metricsHandler(meters.Handler(), cfg.MetricsToken), ReadHeaderTimeout: 5 * time.Second}
@@ -309,6 +310,8 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		defer msrv.Close()
 		log.Info("serving metrics", "addr", mln.Addr().String())
 	}
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL)
 
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	background := startBackground(bgCtx, svc, hooks, keys, trail, log)
