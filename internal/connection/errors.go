@@ -92,24 +92,31 @@ type UpstreamError struct {
 	Err        error
 }
 
-// CheckOutcomes are every name CheckOutcome gives: "accepted", each of
-// CheckCodes, and "error". A fresh slice each call.
+// The outcomes of a check that are not an UpstreamError's Code: the
+// token was accepted, or the check failed some other way.
+const (
+	OutcomeAccepted = "accepted"
+	OutcomeError    = "error"
+)
+
+// CheckOutcomes are every name CheckOutcome gives: OutcomeAccepted, each
+// of CheckCodes, and OutcomeError. A fresh slice each call.
 func CheckOutcomes() []string {
-	return append(append([]string{"accepted"}, CheckCodes()...), "error")
+	return append(append([]string{OutcomeAccepted}, CheckCodes()...), OutcomeError)
 }
 
 // CheckOutcome names how a check ended, for metrics and traces:
-// "accepted", an UpstreamError's Code, or "error" (anything else, such as
-// a store failure).
+// OutcomeAccepted, an UpstreamError's Code, or OutcomeError (anything
+// else, such as a store failure).
 func CheckOutcome(err error) string {
 	var ue *UpstreamError
 	switch {
 	case err == nil:
-		return "accepted"
+		return OutcomeAccepted
 	case errors.As(err, &ue):
 		return ue.Code
 	}
-	return "error"
+	return OutcomeError
 }
 
 func (e *UpstreamError) Error() string {
