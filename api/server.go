@@ -215,10 +215,7 @@ func (s *Server) traced(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
 		ctx := s.deps.Propagator.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
-		route := c.Path()
-		if route == "" {
-			route = "unknown"
-		}
+		route := routeOf(c)
 		ctx, span := s.deps.Tracer.Start(ctx, req.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(semconv.HTTPRequestMethodKey.String(req.Method), semconv.HTTPRoute(route),
 				attribute.String("mmconnect.request_id", requestID(c))))
@@ -271,6 +268,21 @@ func requestID(c echo.Context) string {
 	return id
 }
 
+// unmatchedRoute names, in logs, metrics and traces, a request whose path
+// no route matched.
+const unmatchedRoute = "unknown"
+
+// routeOf is the request's route as logs, metrics and traces name it:
+// the matched route's template (/connections/:id), never the path itself,
+// which the client chose and which may hold ids (one label per id would
+// grow the metrics without bound); unmatchedRoute when none matched.
+func routeOf(c echo.Context) string {
+	if p := c.Path(); p != "" {
+		return p
+	}
+	return unmatchedRoute
+}
+
 // accessLog writes one line per request: never headers, bodies or query
 // values (an end user id is the app's business, a token is nobody's).
 func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
@@ -279,8 +291,9 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := next(c); err != nil {
 			c.Error(err)
 		}
+		route := routeOf(c)
 		if s.deps.Metrics != nil {
-			s.deps.Metrics.ObserveRequest(c.Path(), c.Request().Method, c.Response().Status, time.Since(start))
+			s.deps.Metrics.ObserveRequest(route, c.Request().Method, c.Response().Status, time.Since(start))
 		}
 		ctx := c.Request().Context()
 		log := s.deps.AccessLog
@@ -291,7 +304,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		log.LogAttrs(ctx, slog.LevelInfo, "request",
 			slog.String("request_id", requestID(c)),
 			slog.String("method", c.Request().Method),
-			slog.String("route", c.Path()),
+			slog.String("route", route),
 			slog.Int("status", c.Response().Status),
 			slog.Int64("bytes", c.Response().Size),
 			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),

@@ -136,11 +136,9 @@ func (m *Metrics) WatchLog(lost func() uint64) {
 		func() float64 { return float64(lost()) }))
 }
 
-// ObserveRequest counts one HTTP request.
+// ObserveRequest counts one HTTP request under its route's name (the
+// caller names it, unmatched paths included).
 func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
-	if route == "" {
-		route = "unknown"
-	}
 	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Observe(d.Seconds())
 }
 

@@ -1,0 +1,62 @@
+package api_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// accessLine is the access log's line for the request with id, decoded;
+// nil if there is none.
+func (h *harness) accessLine(id string) map[string]any {
+	h.t.Helper()
+	for line := range strings.SplitSeq(h.logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "request" && m["request_id"] == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// A request is named by its route's template in the access log and in
+// /metrics alike, and one no route matched by the same word in both:
+// never by its path, which the client chose (an id in a label would grow
+// the metrics by one series per id).
+func TestRequestsNamedByRouteInLogsAndMetrics(t *testing.T) {
+	h := newHarnessWith(t, harnessOptions{publicURL: "https://connect.example.com", metrics: true})
+	cases := []struct {
+		name, path, route string
+		status            int
+	}{
+		{"a route, with an id", "/connections/cn_route_named_1", "/connections/:id", 404},
+		{"a route's subresource", "/connections/cn_route_named_2/credentials", "/connections/:id/credentials", 404},
+		{"no route", "/no/such/path_route_named_3", "unknown", 404},
+		{"no route below a route", "/connections/cn_route_named_4/nothing", "unknown", 404},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := h.do("GET", tc.path, nil)
+			if res.Status != tc.status {
+				t.Fatalf("GET %s: %d, want %d", tc.path, res.Status, tc.status)
+			}
+			line := h.accessLine(res.Header.Get("X-Request-Id"))
+			if line == nil || line["route"] != tc.route || line["status"] != float64(tc.status) {
+				t.Errorf("access line for GET %s: %v, want route %q and status %d", tc.path, line, tc.route, tc.status)
+			}
+			metrics := string(h.do("GET", "/metrics", nil).Body)
+			series := fmt.Sprintf(`mmconnect_http_request_duration_seconds_count{method="GET",route=%q,status="%d"}`, tc.route, tc.status)
+			if !strings.Contains(metrics, series) {
+				t.Errorf("/metrics lacks %s", series)
+			}
+		})
+	}
+	// Every path above holds "route_named"; no route does.
+	if metrics := string(h.do("GET", "/metrics", nil).Body); strings.Contains(metrics, "route_named") {
+		t.Error("/metrics holds a path's text")
+	}
+	if strings.Contains(h.logs.String(), `"route":"/connections/cn_route_named`) || strings.Contains(h.logs.String(), `"route":"/no/`) {
+		t.Error("an access line names its route by the path")
+	}
+}
