@@ -512,7 +512,8 @@ func (c Config) PublicURLInClear() bool {
 }
 
 // LogValue shows the configuration with every secret masked: the number of
-// API keys and where key files live, never a key.
+// API keys and where key files live, never a key. Durations read as the
+// variables are written ("30m0s"), not as slog's count of nanoseconds.
 func (c Config) LogValue() slog.Value {
 	apiKeys := fmt.Sprintf("%d key(s) from MMCONNECT_API_KEYS", len(c.APIKeys))
 	if c.APIKeyFile != "" {
@@ -531,23 +532,23 @@ func (c Config) LogValue() slog.Value {
 		slog.String("data_dir", c.DataDir),
 		slog.String("database", maskURL(c.DatabaseURL)),
 		slog.Int("db_max_conns", c.DBMaxConns),
-		slog.Duration("db_statement_timeout", c.DBStatementTimeout),
+		slog.String("db_statement_timeout", c.DBStatementTimeout.String()),
 		slog.String("api_keys", apiKeys),
 		slog.String("encryption_key", enc),
 		slog.String("public_url", c.PublicURL),
 		slog.Any("allowed_origins", c.AllowedOrigins),
-		slog.Duration("session_ttl", c.SessionTTL),
+		slog.String("session_ttl", c.SessionTTL.String()),
 		slog.Bool("allow_http", c.AllowHTTP),
 		slog.Any("allowed_networks", c.AllowedNetworks),
 		slog.String("upstream_ca_file", c.UpstreamCAFile),
-		slog.Duration("upstream_timeout", c.UpstreamTimeout),
+		slog.String("upstream_timeout", c.UpstreamTimeout.String()),
 		slog.Int("upstream_host_concurrency", c.UpstreamHostConcurrency),
-		slog.Duration("reverify_interval", c.ReverifyInterval),
+		slog.String("reverify_interval", c.ReverifyInterval.String()),
 		slog.Int("reverify_concurrency", c.ReverifyConcurrency),
 		slog.String("webhook_url", webhookTarget(c.WebhookURL)),
 		slog.Int("webhook_secrets", len(c.WebhookSecrets)),
 		slog.Bool("revoke_upstream", c.RevokeUpstream),
-		slog.Duration("revoked_retention", c.RevokedRetention),
+		slog.String("revoked_retention", c.RevokedRetention.String()),
 		slog.String("app_name", c.AppName),
 		slog.String("help_url", c.HelpURL),
 		slog.Bool("rate_limits", c.RateLimits),
@@ -556,12 +557,12 @@ func (c Config) LogValue() slog.Value {
 		slog.String("rate_per_ip", c.RatePerClientIP.String()),
 		slog.Any("trusted_proxies", c.TrustedProxies),
 		slog.Int("max_connections_per_end_user", c.MaxConnectionsPerEndUser),
-		slog.Duration("audit_retention", c.AuditRetention),
+		slog.String("audit_retention", c.AuditRetention.String()),
 		slog.Bool("proxy_allow_token_paths", c.ProxyAllowTokenPaths),
 		slog.Int64("proxy_max_body", c.ProxyMaxBody),
-		slog.Duration("proxy_timeout", c.ProxyTimeout),
+		slog.String("proxy_timeout", c.ProxyTimeout.String()),
 		slog.String("log_level", c.LogLevel.String()),
-		slog.Duration("access_log_flush_interval", c.AccessLogFlushInterval),
+		slog.String("access_log_flush_interval", c.AccessLogFlushInterval.String()),
 		slog.Bool("metrics_token_set", c.MetricsToken != ""),
 		slog.String("metrics_addr", c.MetricsAddr),
 	)

@@ -59,6 +59,15 @@ func TestLoadValues(t *testing.T) {
 	if strings.Contains(buf.String(), key) || strings.Contains(buf.String(), "AQEBAQEB") {
 		t.Fatalf("config log shows a secret: %s", buf.String())
 	}
+	// Durations read as an operator writes them, in the JSON lines the
+	// service writes too, where slog would give nanoseconds.
+	buf.Reset()
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
+	for _, want := range []string{`"session_ttl":"10m0s"`, `"upstream_timeout":"3s"`, `"access_log_flush_interval":"0s"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("config log lacks %s: %s", want, buf.String())
+		}
+	}
 }
 
 func TestLoadRejects(t *testing.T) {
