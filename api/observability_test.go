@@ -42,7 +42,7 @@ func TestRequestsNamedByRouteInLogsAndMetrics(t *testing.T) {
 				t.Fatalf("GET %s: %d, want %d", tc.path, res.Status, tc.status)
 			}
 			line := h.accessLine(res.Header.Get("X-Request-Id"))
-			if line == nil || line["route"] != tc.route || line["status"] != float64(tc.status) {
+			if _, timed := line["duration_ms"].(float64); !timed || line["route"] != tc.route || line["status"] != float64(tc.status) {
 				t.Errorf("access line for GET %s: %v, want route %q and status %d", tc.path, line, tc.route, tc.status)
 			}
 			metrics := string(h.do("GET", "/metrics", nil).Body)

@@ -307,7 +307,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			slog.String("route", route),
 			slog.Int("status", c.Response().Status),
 			slog.Int64("bytes", c.Response().Size),
-			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+			logging.Millis("duration", time.Since(start)),
 		)
 		return nil
 	}

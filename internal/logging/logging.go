@@ -9,9 +9,18 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 )
+
+// Millis is a measured duration as a log field: key with "_ms" after it,
+// in milliseconds to the microsecond ("duration_ms":0.425), so every line
+// that times something says its unit in the key and reads in the same
+// unit, where slog writes a time.Duration as a bare count of nanoseconds.
+func Millis(key string, d time.Duration) slog.Attr {
+	return slog.Float64(key+"_ms", float64(d.Microseconds())/1000)
+}
 
 type requestIDKey struct{}
 

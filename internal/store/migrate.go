@@ -9,6 +9,7 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
+	"github.com/mmconnect/mmconnect/internal/logging"
 	"github.com/mmconnect/mmconnect/internal/store/migrations"
 )
 
@@ -47,7 +48,12 @@ func migrate(ctx context.Context, dialect goose.Dialect, db *sql.DB, locker lock
 		return fmt.Errorf("apply migrations: %w", err)
 	}
 	for _, r := range results {
-		log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "took", r.Duration)
+		name := r.Source.Path
+		if name == "" {
+			name = migrations.GoName(r.Source.Version)
+		}
+		log.LogAttrs(ctx, slog.LevelInfo, "migration applied", slog.Int64("version", r.Source.Version),
+			slog.String("file", name), logging.Millis("took", r.Duration))
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -158,8 +159,8 @@ func TestPostgresFailedCreatesEndTheirTransaction(t *testing.T) {
 		}
 	}
 	for _, want := range []string{`"msg":"sql conflict"`, `"msg":"sql refused: over the cap"`} {
-		if !strings.Contains(logs.String(), want) {
-			t.Errorf("no %s line at debug level:\n%s", want, logs.String())
+		if !regexp.MustCompile(want + `,"sql":"[^\n]*","took_ms":[0-9.]+`).MatchString(logs.String()) {
+			t.Errorf("no %s line with its statement and took_ms at debug level:\n%s", want, logs.String())
 		}
 	}
 	if strings.Contains(logs.String(), `"level":"ERROR"`) {

@@ -21,6 +21,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/mmconnect/mmconnect/internal/connection"
+	"github.com/mmconnect/mmconnect/internal/logging"
 )
 
 // Store implements connection.Store on a GORM database.
@@ -155,18 +156,18 @@ func (l *sqlLogger) Trace(ctx context.Context, begin time.Time, fc func() (strin
 		// the caller reconnects or answers 409 (a connect tries the insert
 		// before looking for the connection to reconnect to).
 		sql, _ := fc()
-		l.log.LogAttrs(ctx, slog.LevelDebug, "sql conflict", slog.String("sql", sql), slog.Duration("took", elapsed))
+		l.log.LogAttrs(ctx, slog.LevelDebug, "sql conflict", slog.String("sql", sql), logging.Millis("took", elapsed))
 	case errors.Is(err, connection.ErrTooManyConnections):
 		// An answer too (422): PostgreSQL's check of the cap refused a
 		// create (createPipelined).
 		sql, _ := fc()
-		l.log.LogAttrs(ctx, slog.LevelDebug, "sql refused: over the cap", slog.String("sql", sql), slog.Duration("took", elapsed))
+		l.log.LogAttrs(ctx, slog.LevelDebug, "sql refused: over the cap", slog.String("sql", sql), logging.Millis("took", elapsed))
 	case err != nil && !errors.Is(err, gorm.ErrRecordNotFound):
 		sql, _ := fc()
-		l.log.LogAttrs(ctx, slog.LevelError, "sql failed", slog.String("sql", sql), slog.Duration("took", elapsed), slog.String("err", err.Error()))
+		l.log.LogAttrs(ctx, slog.LevelError, "sql failed", slog.String("sql", sql), logging.Millis("took", elapsed), slog.String("err", err.Error()))
 	case elapsed > time.Second:
 		sql, _ := fc()
-		l.log.LogAttrs(ctx, slog.LevelWarn, "slow sql", slog.String("sql", sql), slog.Duration("took", elapsed))
+		l.log.LogAttrs(ctx, slog.LevelWarn, "slow sql", slog.String("sql", sql), logging.Millis("took", elapsed))
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"github.com/mmconnect/mmconnect/internal/connection"
 	"github.com/mmconnect/mmconnect/internal/idempotency"
 	"github.com/mmconnect/mmconnect/internal/session"
+	"github.com/mmconnect/mmconnect/internal/store/migrations"
 	"github.com/mmconnect/mmconnect/internal/store/storetest"
 )
 
@@ -485,4 +488,50 @@ func TestPruneDeletesABacklogInBatches(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A fresh database logs each migration once, named by its file (a Go
+// migration by its name) with the time it took in milliseconds; a
+// database already up to date logs none.
+func TestMigrationsLoggedByName(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mmconnect.db")
+	open := func() string {
+		var logs bytes.Buffer
+		s, err := OpenSQLite(context.Background(), path, slog.New(slog.NewJSONHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		return logs.String()
+	}
+	want := map[string]bool{}
+	sqlFiles, _ := fs.Glob(migrations.FS, "*.sql")
+	for _, f := range sqlFiles {
+		want[f] = true
+	}
+	for _, m := range migrations.Go(false) {
+		want[migrations.GoName(m.Version)] = true
+	}
+	delete(want, "")
+	got := map[string]bool{}
+	for line := range strings.SplitSeq(open(), "\n") {
+		var m struct {
+			Msg    string   `json:"msg"`
+			File   string   `json:"file"`
+			TookMS *float64 `json:"took_ms"`
+		}
+		if json.Unmarshal([]byte(line), &m) != nil || m.Msg != "migration applied" {
+			continue
+		}
+		if !want[m.File] || got[m.File] || m.TookMS == nil || *m.TookMS < 0 {
+			t.Errorf("migration line %s: want a known file once, with took_ms", line)
+		}
+		got[m.File] = true
+	}
+	if len(got) != len(want) || len(want) != len(sqlFiles)+len(migrations.Go(false)) {
+		t.Errorf("migrations logged %v, want each of %v", got, want)
+	}
+	if again := open(); strings.Contains(again, "migration applied") {
+		t.Errorf("an up-to-date database logged migrations:\n%s", again)
+	}
 }

@@ -29,18 +29,42 @@ $$`
 
 const liveCapDown = `DROP FUNCTION mmconnect_check_live_cap(bigint, integer)`
 
-// Go are the migrations written in Go, because only one database needs
-// them (postgres: whether that is PostgreSQL). Every version is
-// registered for both, with nothing to run where it is not needed, so that
-// a version number means the same point of the history on SQLite and on
-// PostgreSQL, and a database migrated by a newer mmconnect is recognised
-// alike on both.
+// goMigrations are the migrations written in Go, because only one
+// database needs them: a version, the name logs give it where a SQL
+// migration's is its file's, and its statements on PostgreSQL.
+var goMigrations = []struct {
+	version  int64
+	name     string
+	up, down string
+}{
+	{6, "00006_live_cap (Go; PostgreSQL only)", liveCapUp, liveCapDown},
+}
+
+// Go are the migrations written in Go (postgres: whether the database is
+// PostgreSQL). Every version is registered for both, with nothing to run
+// where it is not needed, so that a version number means the same point
+// of the history on SQLite and on PostgreSQL, and a database migrated by a
+// newer mmconnect is recognised alike on both.
 func Go(postgres bool) []*goose.Migration {
-	var up, down *goose.GoFunc
-	if postgres {
-		up, down = exec(liveCapUp), exec(liveCapDown)
+	out := make([]*goose.Migration, len(goMigrations))
+	for i, m := range goMigrations {
+		var up, down *goose.GoFunc
+		if postgres {
+			up, down = exec(m.up), exec(m.down)
+		}
+		out[i] = goose.NewGoMigration(m.version, up, down)
 	}
-	return []*goose.Migration{goose.NewGoMigration(6, up, down)}
+	return out
+}
+
+// GoName is the name of the Go migration of version ("" if there is none).
+func GoName(version int64) string {
+	for _, m := range goMigrations {
+		if m.version == version {
+			return m.name
+		}
+	}
+	return ""
 }
 
 // exec is a migration step that runs one statement in the migration's
