@@ -91,6 +91,11 @@ func TestInternalFailuresAreHidden(t *testing.T) {
 				t.Fatalf("problem leaks the cause: %s", rec.Body)
 			}
 			gotLogged := strings.Contains(logs.String(), `"request_id":"`+id+`"`) && strings.Contains(logs.String(), "internal error")
+			for line := range strings.SplitSeq(logs.String(), "\n") {
+				if strings.Contains(line, `"msg":"internal error"`) && !strings.Contains(line, `"route":"/connections/:id"`) {
+					t.Errorf("the internal error's line does not name its route as the access line does: %s", line)
+				}
+			}
 			if gotLogged != tc.logged {
 				t.Fatalf("internal error logged with request id = %v, want %v; logs %s", gotLogged, tc.logged, logs.String())
 			}

@@ -181,7 +181,7 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		p, retryAfter, internal := problemFor(err)
 		p.RequestID = requestID(c)
 		if internal {
-			log.Error("internal error", "request_id", p.RequestID, "method", c.Request().Method, "path", c.Path(), "code", p.Code, "err", err)
+			log.Error("internal error", "request_id", p.RequestID, "method", c.Request().Method, "route", routeOf(c), "code", p.Code, "err", err)
 		}
 		if retryAfter != "" {
 			c.Response().Header().Set("Retry-After", retryAfter)
