@@ -21,6 +21,9 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/mmconnect/mmconnect"
 	"github.com/mmconnect/mmconnect/api"
@@ -56,11 +59,13 @@ var contract = sync.OnceValues(func() (*openapi3.T, error) {
 // harness is the real router wired to a real SQLite store, real sealing and
 // the real Mattermost client, talking to a fake Mattermost over TLS.
 type harness struct {
-	t        testing.TB
-	handler  http.Handler
-	mm       *mattermosttest.Server
-	key      string
-	logs     *logtest.Buffer
+	t       testing.TB
+	handler http.Handler
+	mm      *mattermosttest.Server
+	key     string
+	logs    *logtest.Buffer
+	// spans holds the requests' server spans, with harnessOptions.traced.
+	spans    *tracetest.InMemoryExporter
 	dataDir  string
 	router   routers.Router
 	sessions *session.Service
@@ -103,6 +108,9 @@ type harnessOptions struct {
 	extraKeys       []string
 	// metrics wires the real Prometheus metrics, served on /metrics.
 	metrics bool
+	// traced makes each request a span of the OpenTelemetry SDK, kept in
+	// harness.spans.
+	traced bool
 }
 
 const testWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -157,6 +165,12 @@ func newHarnessWith(t testing.TB, opts harnessOptions) *harness {
 		AppName: cmp.Or(opts.appName, "this app"), HelpURL: opts.helpURL}
 	if opts.metrics {
 		deps.Metrics = metrics.New("test")
+	}
+	if opts.traced {
+		h.spans = tracetest.NewInMemoryExporter()
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(h.spans))
+		t.Cleanup(func() { tp.Shutdown(context.Background()) })
+		deps.Tracer, deps.Propagator = tp.Tracer("test"), propagation.TraceContext{}
 	}
 	if !opts.noWebhooks {
 		h.receiver = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // accessLine is the access log's line for the request with id, decoded;
@@ -58,5 +60,56 @@ func TestRequestsNamedByRouteInLogsAndMetrics(t *testing.T) {
 	}
 	if strings.Contains(h.logs.String(), `"route":"/connections/cn_route_named`) || strings.Contains(h.logs.String(), `"route":"/no/`) {
 		t.Error("an access line names its route by the path")
+	}
+}
+
+// A method that is not one of HTTP's is "_OTHER" in /metrics and in the
+// span (named "HTTP <route>", with the method sent beside, as
+// OpenTelemetry's conventions have it), so requests with made-up methods,
+// which need no key to send, cannot add series to /metrics; the access
+// line keeps the method as sent.
+func TestMadeUpMethodsAddNoSeries(t *testing.T) {
+	h := newHarnessWith(t, harnessOptions{publicURL: "https://connect.example.com", metrics: true, traced: true})
+	ids := map[string]string{}
+	for _, m := range []string{"MADEUP1", "MADEUP2", "get", "GET"} {
+		res := h.doWith(m, "/connections", nil, map[string]string{"Authorization": "Bearer " + h.key})
+		ids[m] = res.Header.Get("X-Request-Id")
+		if line := h.accessLine(ids[m]); line == nil || line["method"] != m {
+			t.Errorf("%s: access line %v, want the method as sent", m, line)
+		}
+	}
+	metrics := string(h.do("GET", "/metrics", nil).Body)
+	if strings.Contains(metrics, "MADEUP") || strings.Contains(metrics, `method="get"`) {
+		t.Errorf("/metrics holds a made-up method:\n%s", metrics)
+	}
+	for _, want := range []string{
+		`mmconnect_http_request_duration_seconds_count{method="_OTHER",route="/connections",status="405"} 3`,
+		`mmconnect_http_request_duration_seconds_count{method="GET",route="/connections",status="200"} 1`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	spans := map[string]tracetest.SpanStub{}
+	for _, s := range h.spans.GetSpans() {
+		for _, a := range s.Attributes {
+			if a.Key == "mmconnect.request_id" {
+				spans[a.Value.AsString()] = s
+			}
+		}
+	}
+	for m, id := range ids {
+		s, ok := spans[id]
+		attrs := map[string]string{}
+		for _, a := range s.Attributes {
+			attrs[string(a.Key)] = a.Value.Emit()
+		}
+		wantName, wantMethod, wantOriginal := "HTTP /connections", "_OTHER", m
+		if m == "GET" {
+			wantName, wantMethod, wantOriginal = "GET /connections", "GET", ""
+		}
+		if !ok || s.Name != wantName || attrs["http.request.method"] != wantMethod || attrs["http.request.method_original"] != wantOriginal {
+			t.Errorf("%s: span %q with %v, want %q with method %q and original %q", m, s.Name, attrs, wantName, wantMethod, wantOriginal)
+		}
 	}
 }

@@ -215,10 +215,16 @@ func (s *Server) traced(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
 		ctx := s.deps.Propagator.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
-		route := routeOf(c)
-		ctx, span := s.deps.Tracer.Start(ctx, req.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(semconv.HTTPRequestMethodKey.String(req.Method), semconv.HTTPRoute(route),
-				attribute.String("mmconnect.request_id", requestID(c))))
+		route, method := routeOf(c), methodOf(req)
+		attrs := []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(method), semconv.HTTPRoute(route),
+			attribute.String("mmconnect.request_id", requestID(c))}
+		name := method
+		if method == otherMethod {
+			// As OpenTelemetry's HTTP conventions name such a request.
+			name = "HTTP"
+			attrs = append(attrs, semconv.HTTPRequestMethodOriginal(req.Method))
+		}
+		ctx, span := s.deps.Tracer.Start(ctx, name+" "+route, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
 		defer span.End()
 		c.SetRequest(req.WithContext(ctx))
 		err := next(c)
@@ -283,6 +289,24 @@ func routeOf(c echo.Context) string {
 	return unmatchedRoute
 }
 
+// otherMethod names, in metrics and traces, a request whose method is not
+// one of HTTP's (OpenTelemetry's word for it).
+const otherMethod = "_OTHER"
+
+// methodOf is the request's method as metrics and traces name it: one of
+// HTTP's methods, or otherMethod. Go's server takes any token as a
+// method, and a series per token would let anyone, without a key, grow
+// /metrics by a histogram a request. The access log keeps the method as
+// sent.
+func methodOf(r *http.Request) string {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return r.Method
+	}
+	return otherMethod
+}
+
 // accessLog writes one line per request: never headers, bodies or query
 // values (an end user id is the app's business, a token is nobody's).
 func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
@@ -293,7 +317,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		route := routeOf(c)
 		if s.deps.Metrics != nil {
-			s.deps.Metrics.ObserveRequest(route, c.Request().Method, c.Response().Status, time.Since(start))
+			s.deps.Metrics.ObserveRequest(route, methodOf(c.Request()), c.Response().Status, time.Since(start))
 		}
 		ctx := c.Request().Context()
 		log := s.deps.AccessLog
