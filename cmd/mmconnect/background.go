@@ -2,12 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -106,25 +102,4 @@ func refreshConnectionGauge(ctx context.Context, st *store.Store, meters *metric
 		case <-time.After(gaugeEvery):
 		}
 	}
-}
-
-// metricsHandler serves /metrics on the metrics listener, behind the token
-// when one is set.
-func metricsHandler(h http.Handler, token string) http.Handler {
-	want := sha256.Sum256([]byte(token))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/metrics" {
-			http.NotFound(w, r)
-			return
-		}
-		if token != "" {
-			got := sha256.Sum256([]byte(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")))
-			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="mmconnect metrics"`)
-				http.Error(w, "send the metrics token as Authorization: Bearer <token>", http.StatusUnauthorized)
-				return
-			}
-		}
-		h.ServeHTTP(w, r)
-	})
 }

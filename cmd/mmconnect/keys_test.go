@@ -271,6 +271,50 @@ func TestMetrics(t *testing.T) {
 	if status, body := scrape("http://"+m[1], ""); status != 200 || !strings.Contains(body, "mmconnect_http_request_duration_seconds") {
 		t.Fatalf("metrics listener = %d", status)
 	}
+	if strings.Contains(own.logs.String(), "serves /metrics without a token") {
+		t.Error("warned of open metrics on a loopback address")
+	}
+	// It serves /metrics alone, answering anything else as the API does.
+	if resp := getMetrics(t, "http://"+m[1]+"/connections", ""); resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("metrics listener's /connections = %d %s, want the API's problem+json 404", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+
+	// There, behind its token when one is set, checked as on the API's
+	// listener; open to other machines without one, with a warning.
+	env4 := newEnv(t, mm)
+	env4["MMCONNECT_METRICS_ADDR"], env4["MMCONNECT_METRICS_TOKEN"] = "0.0.0.0:0", "metrics-token-0123456789"
+	guarded := start(t, env4)
+	m = regexp.MustCompile(`"msg":"serving metrics","addr":"[^"]*:(\d+)"`).FindStringSubmatch(guarded.logs.String())
+	if m == nil {
+		t.Fatal("no metrics listener logged")
+	}
+	base := "http://127.0.0.1:" + m[1]
+	for _, tc := range []struct {
+		auth   string
+		status int
+	}{
+		{"", 401},
+		{"Bearer " + guarded.key, 401},
+		{"Bearer metrics-token-0123456789x", 401},
+		{"Bearer " + env4["MMCONNECT_METRICS_TOKEN"], 200},
+		{"bearer " + env4["MMCONNECT_METRICS_TOKEN"], 200},
+	} {
+		resp := getMetrics(t, base+"/metrics", tc.auth)
+		if resp.StatusCode != tc.status {
+			t.Errorf("metrics listener with %q = %d, want %d", tc.auth, resp.StatusCode, tc.status)
+		}
+		if tc.status == 401 && (resp.Header.Get("Content-Type") != "application/problem+json" || resp.Header.Get("WWW-Authenticate") == "") {
+			t.Errorf("metrics listener's 401 = %v, want the API's problem+json with WWW-Authenticate", resp.Header)
+		}
+	}
+	if strings.Contains(guarded.logs.String(), "serves /metrics without a token") {
+		t.Error("warned of open metrics behind a token")
+	}
+	guarded.stop()
+	delete(env4, "MMCONNECT_METRICS_TOKEN")
+	if open := start(t, env4); !strings.Contains(open.logs.String(), "serves /metrics without a token") {
+		t.Error("no warning of metrics open on every interface without a token")
+	}
 
 	// A metrics address that cannot be had stops the start before the API
 	// says it listens, and frees the API's port.
@@ -295,6 +339,23 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("the API's port is still held after the refused start: %v", err)
 	}
 	again.Close()
+}
+
+// getMetrics GETs url with auth as the Authorization header (none when
+// empty); the body is read and closed.
+func getMetrics(t *testing.T, url, auth string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
 }
 
 // scrapeMetrics GETs base's /metrics with token (none when empty) and

@@ -243,6 +243,10 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		log.Warn("MMCONNECT_PUBLIC_URL is plain http:// to another host: personal access tokens typed into the Connect page would cross the network in clear; use https://",
 			"public_url", cfg.PublicURL)
 	}
+	if cfg.MetricsOpenToOthers() {
+		log.Warn("MMCONNECT_METRICS_ADDR serves /metrics without a token on an address other machines may reach: anyone who reaches it reads the metrics; set MMCONNECT_METRICS_TOKEN unless only your monitoring can reach it",
+			"metrics_addr", cfg.MetricsAddr)
+	}
 	keys := idempotency.NewService(st, sealer, nil)
 	trail := audit.NewService(st, cfg.AuditRetention, nil)
 	deps := api.Deps{
@@ -305,7 +309,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 			ln.Close()
 			return fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
 		}
-		msrv := &http.Server{Handler: metricsHandler(meters.Handler(), cfg.MetricsToken), ReadHeaderTimeout: 5 * time.Second}
+		msrv := &http.Server{Handler: api.NewMetricsServer(meters, cfg.MetricsToken, log), ReadHeaderTimeout: 5 * time.Second}
 		go func() { serveErr <- msrv.Serve(mln) }()
 		defer msrv.Close()
 		log.Info("serving metrics", "addr", mln.Addr().String())

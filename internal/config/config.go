@@ -501,14 +501,28 @@ func (c Config) PublicURLInClear() bool {
 	if err != nil || u.Scheme != "http" {
 		return false
 	}
-	h := u.Hostname()
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+	return !isThisMachine(u.Hostname())
+}
+
+// MetricsOpenToOthers reports whether /metrics is served with no token on
+// a listener of its own that other machines may reach (any address but
+// loopback, all interfaces included).
+func (c Config) MetricsOpenToOthers() bool {
+	if c.MetricsAddr == "" || c.MetricsToken != "" {
 		return false
 	}
-	if ip, err := netip.ParseAddr(h); err == nil && ip.IsLoopback() {
-		return false
+	host, _, err := net.SplitHostPort(c.MetricsAddr)
+	return err != nil || !isThisMachine(host)
+}
+
+// isThisMachine reports whether host names this machine alone: localhost
+// (and its subdomains) or a loopback address.
+func isThisMachine(host string) bool {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
 	}
-	return true
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // LogValue shows the configuration with every secret masked: the number of

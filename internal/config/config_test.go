@@ -226,6 +226,28 @@ func TestPublicURLInClear(t *testing.T) {
 	}
 }
 
+func TestMetricsOpenToOthers(t *testing.T) {
+	const token = "metrics-token-0123456789"
+	for _, tc := range []struct {
+		addr, token string
+		want        bool
+	}{
+		{"", "", false},               // on the API's listener, behind an API key
+		{"127.0.0.1:9090", "", false}, // this machine only
+		{"[::1]:9090", "", false},
+		{"localhost:9090", "", false},
+		{":9090", "", true}, // every interface
+		{"0.0.0.0:9090", "", true},
+		{"10.0.0.5:9090", "", true},
+		{"metrics.internal:9090", "", true},
+		{":9090", token, false}, // behind the token
+	} {
+		if got := (Config{MetricsAddr: tc.addr, MetricsToken: tc.token}).MetricsOpenToOthers(); got != tc.want {
+			t.Errorf("MetricsOpenToOthers(%q, token %v) = %v, want %v", tc.addr, tc.token != "", got, tc.want)
+		}
+	}
+}
+
 func TestLoadPostgres(t *testing.T) {
 	key := strings.Repeat("k", 32)
 	base := map[string]string{
