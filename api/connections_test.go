@@ -266,6 +266,7 @@ func TestCreateRejectsBadRequests(t *testing.T) {
 		{name: "server url with query", body: valid(map[string]any{"server_url": h.mm.URL + "/?x=1"}), status: 422, code: "validation_failed", field: "server_url", fieldCode: "invalid_format", detail: "query"},
 		{name: "http server url", body: valid(map[string]any{"server_url": "http://mm.example.com"}), status: 422, code: "validation_failed", field: "server_url", fieldCode: "invalid_format", detail: "https://"},
 		{name: "server url too long", body: valid(map[string]any{"server_url": strings.Repeat("a", 3000)}), status: 422, code: "validation_failed", field: "server_url", fieldCode: "too_long"},
+		{name: "server url too long written in full", body: valid(map[string]any{"server_url": "a.b/" + strings.Repeat("c", 2040)}), status: 422, code: "validation_failed", field: "server_url", fieldCode: "too_long", detail: "written in full"},
 		{name: "empty end user", body: valid(map[string]any{"end_user_id": ""}), status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "required"},
 		{name: "long end user", body: valid(map[string]any{"end_user_id": strings.Repeat("é", 256)}), status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "too_long"},
 		{name: "control char end user", body: valid(map[string]any{"end_user_id": "a\tb"}), status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "invalid_format"},

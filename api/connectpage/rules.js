@@ -2,7 +2,10 @@
 // for instant feedback on the Connect page: the same rules, codes and
 // messages, ported. The server stays authoritative; a browser test runs the
 // domain's case tables (internal/connection/testdata) through both and
-// compares the verdicts.
+// compares the verdicts. One rule is left to the server: a URL within the
+// length typed that outgrows it written in full (https:// put before it,
+// its path %-escaped), which takes the server's normalisation to know; the
+// page shows the server's answer on the field, as it shows any other.
 (function () {
   "use strict";
 

@@ -106,7 +106,16 @@ func ParseServerURL(raw string, allowHTTP bool) (string, *FieldError) {
 	if port != "" {
 		out.Host += ":" + port
 	}
-	return out.String(), nil
+	// The limit holds for the URL as stored and answered too, so that any
+	// server_url the service gives out is accepted back: written in full,
+	// a URL grows by the https:// put before it and by the %-escapes of
+	// its path (up to twelve characters for one character typed).
+	full := out.String()
+	if len(full) > MaxServerURLLength { // ASCII: punycode and escapes
+		return "", &FieldError{Field: field, Code: FieldTooLong, Message: fmt.Sprintf(
+			"server_url must be at most %d characters written in full, with https:// and %%-escapes; this one is %d", MaxServerURLLength, len(full))}
+	}
+	return full, nil
 }
 
 func isSchemeLike(s string) bool {

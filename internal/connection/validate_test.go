@@ -57,6 +57,41 @@ func TestParseServerURL(t *testing.T) {
 	}
 }
 
+// The length limit holds for the URL written in full as well as for what
+// was typed, so every server_url the service answers is accepted back.
+// (Not in server_url_cases.json, which the Connect page's port of these
+// rules is held to: it does not write URLs out in full, and leaves this
+// to the server, whose field error it shows.)
+func TestParseServerURLLengthWrittenInFull(t *testing.T) {
+	b := func(n int) string { return strings.Repeat("b", n) }
+	for _, tc := range []struct {
+		name, in string
+		full     int // 0: too long written in full
+	}{
+		{"typed without https://, at the limit in full", "a/" + b(MaxServerURLLength-10), MaxServerURLLength},
+		{"typed without https://, over the limit only in full", "a/" + b(MaxServerURLLength-2), 0},
+		{"typed with https://, at the limit", "https://a/" + b(MaxServerURLLength-10), MaxServerURLLength},
+		{"escapes past the limit", "https://a/" + strings.Repeat("é", 400), 0},
+		{"escapes within it", "https://a/" + strings.Repeat("é", 339), 10 + 339*6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, fe := ParseServerURL(tc.in, false)
+			if tc.full == 0 {
+				if fe == nil || fe.Code != FieldTooLong || !strings.Contains(fe.Message, "written in full") {
+					t.Fatalf("ParseServerURL(%d characters) = %d characters, %+v; want too_long written in full", len([]rune(tc.in)), len(got), fe)
+				}
+				return
+			}
+			if fe != nil || len(got) != tc.full {
+				t.Fatalf("ParseServerURL(%d characters) = %d characters, %+v; want %d", len([]rune(tc.in)), len(got), fe, tc.full)
+			}
+			if again, fe := ParseServerURL(got, false); fe != nil || again != got {
+				t.Fatalf("the URL answered is not accepted back as itself: %+v", fe)
+			}
+		})
+	}
+}
+
 func TestParseToken(t *testing.T) {
 	for _, tc := range loadCases(t, "token_cases.json") {
 		got, fe := ParseToken(tc.In)
