@@ -254,11 +254,17 @@ func cleanServerPath(p string) string {
 		return ""
 	}
 	p = path.Clean("/" + p)
-	lower := strings.ToLower(p)
-	for _, suffix := range []string{"/api/v4/users/me", "/api/v4"} {
-		if strings.HasSuffix(lower, suffix) {
-			p = p[:len(p)-len(suffix)]
-			break
+	// Until none is left, so the result is one this would keep as it is
+	// ("/mm/api/v4/api/v4" is "/mm", not "/mm/api/v4", which a second
+	// reading would cut again).
+	for stripped := true; stripped; {
+		stripped = false
+		lower := strings.ToLower(p)
+		for _, suffix := range []string{"/api/v4/users/me", "/api/v4"} {
+			if strings.HasSuffix(lower, suffix) {
+				p, stripped = p[:len(p)-len(suffix)], true
+				break
+			}
 		}
 	}
 	if p == "/" {
