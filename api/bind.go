@@ -50,9 +50,10 @@ func newValidator(allowHTTP bool) *validator.Validate {
 // bindJSON decodes a JSON body strictly into dst and applies the domain's
 // field rules: the body must be application/json, at most MaxBodyBytes of
 // UTF-8, one object whose member names match exactly, each once, with only
-// known fields of the right types and nothing after it. A string holding
-// an escaped lone surrogate (\ud800) is a field problem (422
-// invalid_format), never silently replaced.
+// known fields of the right types and nothing after it. A field's string
+// holding an escaped lone surrogate (\ud800) is that field's problem (422
+// invalid_format), never silently replaced; one anywhere else is the
+// body's (400 invalid_request).
 func (s *Server) bindJSON(c echo.Context, dst any) error {
 	req := c.Request()
 	mt, _, err := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
@@ -71,14 +72,14 @@ func (s *Server) bindJSON(c echo.Context, dst any) error {
 		return invalidRequest("The body is not valid JSON: it holds bytes that are not UTF-8 text.")
 	case !jsontext.Value(trimmed).IsValid():
 		if err := json.Unmarshal(body, dst, json.RejectUnknownMembers(true)); err != nil {
-			return describeJSONError(err)
+			return describeJSONError(err, dst)
 		}
 		return invalidRequest("The body is not valid JSON.")
 	case trimmed[0] != '{':
 		return invalidRequest("The body must be a JSON object, not " + kindName(jsontext.Value(trimmed).Kind()) + ".")
 	}
 	if err := json.Unmarshal(body, dst, json.RejectUnknownMembers(true)); err != nil {
-		return describeJSONError(err)
+		return describeJSONError(err, dst)
 	}
 	if err := s.validate.Struct(dst); err != nil {
 		var ves validator.ValidationErrors
@@ -112,8 +113,9 @@ func tooLarge() error {
 	return &requestError{http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("The request body is larger than %d KiB.", MaxBodyBytes>>10)}
 }
 
-// describeJSONError says what is wrong with a body that did not decode.
-func describeJSONError(err error) error {
+// describeJSONError says what is wrong with a body that did not decode
+// into dst.
+func describeJSONError(err error, dst any) error {
 	var syn *jsontext.SyntacticError
 	var sem *json.SemanticError
 	switch {
@@ -124,9 +126,13 @@ func describeJSONError(err error) error {
 			cause = syn.Err.Error()
 		}
 		switch {
-		case strings.HasPrefix(cause, "invalid surrogate pair"):
+		case strings.HasPrefix(cause, "invalid surrogate pair") && isMemberOf(dst, field):
 			return &connection.ValidationError{Fields: []connection.FieldError{{Field: field, Code: connection.FieldInvalidFormat,
 				Message: field + " contains an escaped UTF-16 surrogate without its pair (such as \\ud800), which is not a character"}}}
+		case strings.HasPrefix(cause, "invalid surrogate pair"):
+			// Outside the request's fields (a bare string, an unknown or
+			// nested member): not a field's problem, and no field to name.
+			return invalidRequest(fmt.Sprintf("The body holds an escaped UTF-16 surrogate without its pair (such as \\ud800) at byte %d, which is not a character.", syn.ByteOffset))
 		case strings.HasPrefix(cause, "duplicate object member name"):
 			return invalidRequest("Field " + field + " is given more than once.")
 		case cause == "unexpected EOF":
@@ -145,6 +151,24 @@ func describeJSONError(err error) error {
 		}
 	}
 	return invalidRequest("The body is not valid JSON.")
+}
+
+// isMemberOf tells whether name is one of the JSON members of the struct
+// dst points to: a field of the request, which a field problem may name.
+func isMemberOf(dst any, name string) bool {
+	t := reflect.TypeOf(dst)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if name == "" || t == nil || t.Kind() != reflect.Struct {
+		return false
+	}
+	for i := range t.NumField() {
+		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); tag == name {
+			return true
+		}
+	}
+	return false
 }
 
 // kindName names a JSON value's kind in words.

@@ -277,6 +277,12 @@ func TestCreateRejectsBadRequests(t *testing.T) {
 		{name: "raw bytes that are not UTF-8", body: "{\"server_url\": \"a.b\", \"token\": \"x\", \"end_user_id\": \"victim\xff\"}", status: 400, code: "invalid_request", detail: "UTF-8"},
 		{name: "escaped lone high surrogate", body: `{"server_url": "a.b", "token": "x", "end_user_id": "victim\ud800"}`, status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "invalid_format"},
 		{name: "escaped lone low surrogate", body: `{"server_url": "a.b", "token": "x", "end_user_id": "victim\udfff"}`, status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "invalid_format"},
+		// A lone surrogate outside the request's fields names no field.
+		{name: "lone surrogate in a bare string", body: `"\ud800"`, status: 400, code: "invalid_request", detail: "surrogate"},
+		{name: "lone surrogate in a cut-off string", body: `"\ud8000`, status: 400, code: "invalid_request"},
+		{name: "lone surrogate in an unknown field", body: `{"server_url": "a.b", "token": "x", "extra": "\ud800"}`, status: 400, code: "invalid_request"},
+		{name: "lone surrogate nested in a field", body: `{"server_url": {"a": "\ud800"}, "token": "x"}`, status: 400, code: "invalid_request"},
+		{name: "lone surrogate in a member name", body: `{"\ud800": 1}`, status: 400, code: "invalid_request"},
 		{name: "bidi override end user", body: valid(map[string]any{"end_user_id": "alice\u202egnp.exe"}), status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "invalid_format"},
 		{name: "zero-width end user", body: valid(map[string]any{"end_user_id": "ali\u200bce"}), status: 422, code: "validation_failed", field: "end_user_id", fieldCode: "invalid_format"},
 	}

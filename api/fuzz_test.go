@@ -1,0 +1,77 @@
+package api_test
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzCreateConnectionBody: whatever body a client posts, the answer is
+// one openapi.yaml allows (the harness checks every answer against it),
+// never an internal error, and a refusal is problem+json with a code.
+// Bodies that pass validation reach the fake Mattermost or a closed port,
+// whose answers are the contract's too.
+func FuzzCreateConnectionBody(f *testing.F) {
+	h := newHarnessWith(f, harnessOptions{publicURL: "https://connect.example.com", noWebhooks: true})
+	for _, body := range []string{
+		`{"server_url": "` + h.mm.URL + `", "token": "` + tokenA + `", "end_user_id": "u1"}`,
+		`{"server_url": "mm.example.com", "token": "abc"}`,
+		`{"server_url": "https://[::1]:8065/a/api/v4", "token": "` + tokenB + `", "end_user_id": null}`,
+		`{"server_url": 5}`, `[]`, `null`, `{"token": "x", "token": "y"}`, `{"end_user_id": "a\u202eb"}`,
+		"{\"server_url\": \"a\xff\"}", `{"server_url": "a.b", "token": "x"} {}`,
+	} {
+		f.Add([]byte(body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		h.t = t // this input's test: the harness reports through it
+		res := h.doWith("POST", "/connections", body, map[string]string{"Authorization": "Bearer " + h.key})
+		switch {
+		case res.Status == http.StatusInternalServerError:
+			t.Fatalf("internal error for %q: %s", body, res.Body)
+		case res.Status >= 400:
+			if p := res.json(t); p["code"] == nil || res.Header.Get("Content-Type") != "application/problem+json" {
+				t.Fatalf("refusal %d without a problem's code for %q: %s", res.Status, body, res.Body)
+			}
+		}
+	})
+}
+
+// FuzzListQuery: whatever query a client puts on GET /connections (and on
+// the webhook deliveries and audit listings, which read theirs the same
+// way), the answer is one openapi.yaml allows, never an internal error:
+// a page, or a problem naming what is wrong (400 for the query, 422 for a
+// filter's value). Cursors are opaque to
+// clients, so forged and truncated ones are the interesting inputs.
+func FuzzListQuery(f *testing.F) {
+	h := newHarnessWith(f, harnessOptions{publicURL: "https://connect.example.com"})
+	for i := range 3 {
+		h.connect(tokenA, strp("fuzz-"+strconv.Itoa(i)))
+	}
+	cursor := h.do("GET", "/connections?limit=1", nil).json(f)["next_cursor"].(string)
+	for _, q := range []string{"limit=1", "limit=1&cursor=" + cursor, "cursor=" + cursor[:len(cursor)/2], "status=active&end_user_id=fuzz-1",
+		"limit=0", "limit=-1", "limit=1e3", "status=nope", "cursor=", "limit=2&limit=3", "x=1", "end_user_id=%ff", "cursor=%00"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, query string) {
+		if strings.ContainsAny(query, " \t\r\n#") || !utf8.ValidString(query) {
+			t.Skip("not a request line's query")
+		}
+		for _, path := range []string{"/connections", "/webhooks/deliveries", "/audit-events"} {
+			target := path + "?" + query
+			if _, err := url.ParseRequestURI(target); err != nil {
+				t.Skip("not a request target")
+			}
+			h.t = t
+			res := h.do("GET", target, nil)
+			switch {
+			case res.Status == http.StatusInternalServerError:
+				t.Fatalf("internal error for %s: %s", target, res.Body)
+			case res.Status != http.StatusOK && res.Status != http.StatusBadRequest && res.Status != http.StatusUnprocessableEntity:
+				t.Fatalf("%s answered %d: %s", target, res.Status, res.Body)
+			}
+		}
+	})
+}
