@@ -3,6 +3,8 @@ package api_test
 import (
 	"net/http"
 	"net/url"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,6 +73,51 @@ func FuzzListQuery(f *testing.F) {
 				t.Fatalf("internal error for %s: %s", target, res.Body)
 			case res.Status != http.StatusOK && res.Status != http.StatusBadRequest && res.Status != http.StatusUnprocessableEntity:
 				t.Fatalf("%s answered %d: %s", target, res.Status, res.Body)
+			}
+		}
+	})
+}
+
+// credentialsPath is what the proxy must never forward (without
+// MMCONNECT_PROXY_ALLOW_TOKEN_PATHS): the paths that mint, list or reveal
+// tokens and sessions, read as a server would after merging slashes.
+var credentialsPath = regexp.MustCompile(`^/api/v4/users/((login|tokens|sessions)|[^/]*/(tokens|sessions))`)
+
+var slashes = regexp.MustCompile(`/+`)
+
+// FuzzProxyPath: whatever path a client puts after /proxy/, and with
+// whatever method, a request that reaches Mattermost is under /api/v4/,
+// with no dot segments, and is not a credentials path even to a server
+// that merges slashes; everything else is refused within the contract,
+// never an internal error.
+func FuzzProxyPath(f *testing.F) {
+	h := newHarnessWith(f, harnessOptions{publicURL: "https://connect.example.com", noWebhooks: true})
+	id := h.connect(tokenA, strp("u1"))["id"].(string)
+	seen := recordUpstream(h, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	for _, p := range []string{"api/v4/users/me", "api/v4/users/me/tokens", "api/v4/users/me//tokens", "api/v4/users/%74okens",
+		"api/v4/../v4/users/login", "api/v4/users/me%2ftokens", "api/v4/channels/x/posts?page=1", "api/v4/users/login/switch", "api/v4/"} {
+		f.Add(p, uint8(0))
+	}
+	methods := []string{"GET", "POST", "PUT", "DELETE", "PATCH"}
+	f.Fuzz(func(t *testing.T, p string, method uint8) {
+		target := "/connections/" + id + "/proxy/" + p
+		if strings.ContainsAny(p, " \t\r\n#") || !utf8.ValidString(p) {
+			t.Skip("not a request line's path")
+		}
+		if _, err := url.ParseRequestURI(target); err != nil {
+			t.Skip("not a request target")
+		}
+		h.t = t
+		before := len(seen())
+		res := h.do(methods[int(method)%len(methods)], target, nil)
+		if res.Status == http.StatusInternalServerError {
+			t.Fatalf("internal error for %s: %s", target, res.Body)
+		}
+		for _, up := range seen()[before:] {
+			merged := slashes.ReplaceAllString(up.Path, "/")
+			if !strings.HasPrefix(up.Path, "/api/v4/") || credentialsPath.MatchString(merged) ||
+				slices.Contains(strings.Split(up.Path, "/"), "..") || slices.Contains(strings.Split(up.Path, "/"), ".") {
+				t.Fatalf("%s reached Mattermost as %s", target, up.Path)
 			}
 		}
 	})

@@ -65,8 +65,9 @@ type proxyCall struct {
 
 // proxyPath checks and cleans the {path} of a proxied request, from the
 // raw (still escaped) request path: decoded once; no dot segments, no
-// encoded '/', '\' or '.'; under api/v4/; not a credentials path unless
-// allowed. Errors: an invalid_request.
+// empty ones, no encoded '/', '\' or '.'; under api/v4/; not a
+// credentials path unless allowed. Errors: an invalid_request, or a
+// forbiddenError for a credentials path.
 func proxyPath(raw string, allowTokenPaths bool) (string, error) {
 	lower := strings.ToLower(raw)
 	for _, enc := range []string{"%2f", "%5c", "%2e"} {
@@ -82,9 +83,16 @@ func proxyPath(raw string, allowTokenPaths bool) (string, error) {
 		return "", invalidRequest("The proxied path must not hold '\\'.")
 	}
 	segs := strings.Split(p, "/")
-	for _, s := range segs {
+	for i, s := range segs {
 		if s == "." || s == ".." {
 			return "", invalidRequest("The proxied path must not hold '.' or '..' segments.")
+		}
+		// An empty segment ("//") but a trailing one: a proxy in front of
+		// Mattermost may merge slashes (nginx does, for a proxy_pass with
+		// a URI), and users/me//tokens would reach it as users/me/tokens,
+		// past the check below.
+		if s == "" && i > 0 && i < len(segs)-1 {
+			return "", invalidRequest("The proxied path must not hold empty segments ('//').")
 		}
 	}
 	if len(segs) < 3 || segs[0] != "api" || segs[1] != "v4" || segs[2] == "" {

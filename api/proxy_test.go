@@ -118,6 +118,12 @@ func TestProxyRefusedPaths(t *testing.T) {
 		{"api/v4/users/login", 403, "forbidden"},
 		{"api/v4/users/login/switch", 403, "forbidden"},
 		{"api/v4/users/me/sessions", 403, "forbidden"},
+		// Empty segments: a proxy in front of Mattermost that merges
+		// slashes would pass these on as the token paths above.
+		{"api/v4/users/me//tokens", 400, "invalid_request"},
+		{"api/v4/users//me/tokens", 400, "invalid_request"},
+		{"api/v4//users/login", 400, "invalid_request"},
+		{"api/v4/users///sessions", 400, "invalid_request"},
 	} {
 		res := h.do("POST", "/connections/"+id+"/proxy/"+tc.path, nil)
 		expectProblem(t, res, tc.status, tc.code)
