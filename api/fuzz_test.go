@@ -11,6 +11,24 @@ import (
 	"unicode/utf8"
 )
 
+// fuzzDo sends one fuzzed request (body nil for none) with the API key,
+// the harness reporting through t, this input's test, and fails on an
+// internal error; a target no request line can carry is skipped.
+func fuzzDo(t *testing.T, h *harness, method, target string, body any) response {
+	if strings.ContainsAny(target, " \t\r\n#") || !utf8.ValidString(target) {
+		t.Skip("not a request line's target")
+	}
+	if _, err := url.ParseRequestURI(target); err != nil {
+		t.Skip("not a request target")
+	}
+	h.t = t
+	res := h.doWith(method, target, body, map[string]string{"Authorization": "Bearer " + h.key})
+	if res.Status == http.StatusInternalServerError {
+		t.Fatalf("internal error for %s %s (body %q): %s", method, target, body, res.Body)
+	}
+	return res
+}
+
 // FuzzCreateConnectionBody: whatever body a client posts, the answer is
 // one openapi.yaml allows (the harness checks every answer against it),
 // never an internal error, and a refusal is problem+json with a code.
@@ -28,12 +46,7 @@ func FuzzCreateConnectionBody(f *testing.F) {
 		f.Add([]byte(body))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		h.t = t // this input's test: the harness reports through it
-		res := h.doWith("POST", "/connections", body, map[string]string{"Authorization": "Bearer " + h.key})
-		switch {
-		case res.Status == http.StatusInternalServerError:
-			t.Fatalf("internal error for %q: %s", body, res.Body)
-		case res.Status >= 400:
+		if res := fuzzDo(t, h, "POST", "/connections", body); res.Status >= 400 {
 			if p := res.json(t); p["code"] == nil || res.Header.Get("Content-Type") != "application/problem+json" {
 				t.Fatalf("refusal %d without a problem's code for %q: %s", res.Status, body, res.Body)
 			}
@@ -58,20 +71,10 @@ func FuzzListQuery(f *testing.F) {
 		f.Add(q)
 	}
 	f.Fuzz(func(t *testing.T, query string) {
-		if strings.ContainsAny(query, " \t\r\n#") || !utf8.ValidString(query) {
-			t.Skip("not a request line's query")
-		}
 		for _, path := range []string{"/connections", "/webhooks/deliveries", "/audit-events"} {
 			target := path + "?" + query
-			if _, err := url.ParseRequestURI(target); err != nil {
-				t.Skip("not a request target")
-			}
-			h.t = t
-			res := h.do("GET", target, nil)
-			switch {
-			case res.Status == http.StatusInternalServerError:
-				t.Fatalf("internal error for %s: %s", target, res.Body)
-			case res.Status != http.StatusOK && res.Status != http.StatusBadRequest && res.Status != http.StatusUnprocessableEntity:
+			res := fuzzDo(t, h, "GET", target, nil)
+			if res.Status != http.StatusOK && res.Status != http.StatusBadRequest && res.Status != http.StatusUnprocessableEntity {
 				t.Fatalf("%s answered %d: %s", target, res.Status, res.Body)
 			}
 		}
@@ -101,22 +104,12 @@ func FuzzProxyPath(f *testing.F) {
 	methods := []string{"GET", "POST", "PUT", "DELETE", "PATCH"}
 	f.Fuzz(func(t *testing.T, p string, method uint8) {
 		target := "/connections/" + id + "/proxy/" + p
-		if strings.ContainsAny(p, " \t\r\n#") || !utf8.ValidString(p) {
-			t.Skip("not a request line's path")
-		}
-		if _, err := url.ParseRequestURI(target); err != nil {
-			t.Skip("not a request target")
-		}
-		h.t = t
 		before := len(seen())
-		res := h.do(methods[int(method)%len(methods)], target, nil)
-		if res.Status == http.StatusInternalServerError {
-			t.Fatalf("internal error for %s: %s", target, res.Body)
-		}
+		fuzzDo(t, h, methods[int(method)%len(methods)], target, nil)
 		for _, up := range seen()[before:] {
-			merged := slashes.ReplaceAllString(up.Path, "/")
-			if !strings.HasPrefix(up.Path, "/api/v4/") || credentialsPath.MatchString(merged) ||
-				slices.Contains(strings.Split(up.Path, "/"), "..") || slices.Contains(strings.Split(up.Path, "/"), ".") {
+			segs := strings.Split(up.Path, "/")
+			if !strings.HasPrefix(up.Path, "/api/v4/") || credentialsPath.MatchString(slashes.ReplaceAllString(up.Path, "/")) ||
+				slices.Contains(segs, "..") || slices.Contains(segs, ".") {
 				t.Fatalf("%s reached Mattermost as %s", target, up.Path)
 			}
 		}
