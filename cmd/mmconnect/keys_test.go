@@ -275,7 +275,7 @@ func TestMetrics(t *testing.T) {
 		t.Error("warned of open metrics on a loopback address")
 	}
 	// It serves /metrics alone, answering anything else as the API does.
-	if resp := getMetrics(t, "http://"+m[1]+"/connections", ""); resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" {
+	if resp, _ := getMetrics(t, "http://"+m[1]+"/connections", ""); resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" {
 		t.Errorf("metrics listener's /connections = %d %s, want the API's problem+json 404", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 
@@ -299,7 +299,7 @@ func TestMetrics(t *testing.T) {
 		{"Bearer " + env4["MMCONNECT_METRICS_TOKEN"], 200},
 		{"bearer " + env4["MMCONNECT_METRICS_TOKEN"], 200},
 	} {
-		resp := getMetrics(t, base+"/metrics", tc.auth)
+		resp, _ := getMetrics(t, base+"/metrics", tc.auth)
 		if resp.StatusCode != tc.status {
 			t.Errorf("metrics listener with %q = %d, want %d", tc.auth, resp.StatusCode, tc.status)
 		}
@@ -342,8 +342,8 @@ func TestMetrics(t *testing.T) {
 }
 
 // getMetrics GETs url with auth as the Authorization header (none when
-// empty); the body is read and closed.
-func getMetrics(t *testing.T, url, auth string) *http.Response {
+// empty) and returns the answer, its body read and closed, and the body.
+func getMetrics(t *testing.T, url, auth string) (*http.Response, string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	if auth != "" {
@@ -353,24 +353,19 @@ func getMetrics(t *testing.T, url, auth string) *http.Response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
 }
 
 // scrapeMetrics GETs base's /metrics with token (none when empty) and
 // returns the status and the body.
 func scrapeMetrics(t *testing.T, base, token string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	auth := ""
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		auth = "Bearer " + token
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	resp, body := getMetrics(t, base+"/metrics", auth)
+	return resp.StatusCode, body
 }
