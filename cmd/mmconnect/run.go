@@ -289,17 +289,8 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 		deps.Webhooks = hooks
 	}
 	handler := api.NewServer(deps)
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		// A create waits on the upstream check; leave room for it.
-		WriteTimeout:   cfg.UpstreamTimeout + 20*time.Second,
-		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: api.HardMaxHeaderBytes, // the API answers past api.MaxHeaderBytes itself
-
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	// A create waits on the upstream check; leave room for it.
+	srv := httpServer(handler, cfg.UpstreamTimeout+20*time.Second, log)
 	serveErr := make(chan error, 2)
 	// The metrics listener is up before the API says it listens, so
 	// whoever waits for "listening" (a supervisor, a test) finds both.
@@ -309,7 +300,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 			ln.Close()
 			return fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
 		}
-		msrv := &http.Server{Handler: api.NewMetricsServer(meters, cfg.MetricsToken, log), ReadHeaderTimeout: 5 * time.Second}
+		msrv := httpServer(api.NewMetricsServer(meters, cfg.MetricsToken, log), metricsWriteTimeout, log)
 		go func() { serveErr <- msrv.Serve(mln) }()
 		defer msrv.Close()
 		log.Info("serving metrics", "addr", mln.Addr().String())
@@ -344,6 +335,29 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer) er
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// metricsWriteTimeout bounds writing a scrape's answer, which the
+// handler builds in memory first.
+const metricsWriteTimeout = 30 * time.Second
+
+// httpServer is how both listeners (the API, and metrics on
+// MMCONNECT_METRICS_ADDR) serve h: every wait is bounded (a request's
+// headers, its body, writing the answer, an idle keep-alive connection), so
+// a client that stops sending or reading, or keeps a connection open doing
+// nothing, holds a goroutine and its buffers only that long. writeTimeout
+// is the longest the handler may take to answer, writing included.
+func httpServer(h http.Handler, writeTimeout time.Duration, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    api.HardMaxHeaderBytes, // the API answers past api.MaxHeaderBytes itself
+
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // startTracing starts OpenTelemetry tracing when the environment names an

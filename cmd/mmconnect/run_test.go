@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mmconnect/mmconnect/api"
 	"github.com/mmconnect/mmconnect/internal/logtest"
 	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
 )
@@ -334,5 +336,32 @@ func TestClearTextPublicURLWarns(t *testing.T) {
 	in := start(t, env)
 	if !strings.Contains(in.logs.String(), `"level":"WARN","msg":"MMCONNECT_PUBLIC_URL is plain http://`) {
 		t.Fatalf("no warning for a clear-text public URL:\n%s", in.logs.String())
+	}
+}
+
+// Both listeners bound every wait: a client that stops sending or reading
+// midway, or keeps an idle connection open, is let go. The metrics
+// listener had only a bound on reading headers, so a scraper's kept-alive
+// connection, or one that never read its answer, was held for good.
+func TestListenersBoundEveryWait(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name  string
+		write time.Duration
+	}{
+		{"API", 30 * time.Second},
+		{"metrics", metricsWriteTimeout},
+	} {
+		srv := httpServer(http.NotFoundHandler(), tc.write, log)
+		waits := map[string]time.Duration{"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,
+			"WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout}
+		for name, d := range waits {
+			if d <= 0 {
+				t.Errorf("%s listener: %s = %v, want a bound", tc.name, name, d)
+			}
+		}
+		if srv.WriteTimeout != tc.write || srv.MaxHeaderBytes != api.HardMaxHeaderBytes || srv.ErrorLog == nil {
+			t.Errorf("%s listener: WriteTimeout %v (want %v), MaxHeaderBytes %d, ErrorLog set %v", tc.name, srv.WriteTimeout, tc.write, srv.MaxHeaderBytes, srv.ErrorLog != nil)
+		}
 	}
 }
