@@ -29,12 +29,13 @@ func fuzzDo(t *testing.T, h *harness, method, target string, body any) response 
 	return res
 }
 
-// FuzzCreateConnectionBody: whatever body a client posts, the answer is
-// one openapi.yaml allows (the harness checks every answer against it),
-// never an internal error, and a refusal is problem+json with a code.
-// Bodies that pass validation reach the fake Mattermost or a closed port,
-// whose answers are the contract's too.
-func FuzzCreateConnectionBody(f *testing.F) {
+// FuzzRequestBody: whatever body a client posts to a route that reads one
+// (POST /connections, POST /connect/sessions), the answer is one
+// openapi.yaml allows (the harness checks every answer against it), never
+// an internal error, and a refusal is problem+json with a code. Bodies
+// that pass validation reach the fake Mattermost or a closed port, or open
+// a session, whose answers are the contract's too.
+func FuzzRequestBody(f *testing.F) {
 	h := newHarnessWith(f, harnessOptions{publicURL: "https://connect.example.com", noWebhooks: true})
 	for _, body := range []string{
 		`{"server_url": "` + h.mm.URL + `", "token": "` + tokenA + `", "end_user_id": "u1"}`,
@@ -42,13 +43,16 @@ func FuzzCreateConnectionBody(f *testing.F) {
 		`{"server_url": "https://[::1]:8065/a/api/v4", "token": "` + tokenB + `", "end_user_id": null}`,
 		`{"server_url": 5}`, `[]`, `null`, `{"token": "x", "token": "y"}`, `{"end_user_id": "a\u202eb"}`,
 		"{\"server_url\": \"a\xff\"}", `{"server_url": "a.b", "token": "x"} {}`,
+		`{"end_user_id": "u1"}`, `{"end_user_id": ""}`, `{"end_user_id": "u1", "x": 1}`, `{"end_user_id": "` + strings.Repeat("u", 300) + `"}`,
 	} {
 		f.Add([]byte(body))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		if res := fuzzDo(t, h, "POST", "/connections", body); res.Status >= 400 {
-			if p := res.json(t); p["code"] == nil || res.Header.Get("Content-Type") != "application/problem+json" {
-				t.Fatalf("refusal %d without a problem's code for %q: %s", res.Status, body, res.Body)
+		for _, path := range []string{"/connections", "/connect/sessions"} {
+			if res := fuzzDo(t, h, "POST", path, body); res.Status >= 400 {
+				if p := res.json(t); p["code"] == nil || res.Header.Get("Content-Type") != "application/problem+json" {
+					t.Fatalf("POST %s: refusal %d without a problem's code for %q: %s", path, res.Status, body, res.Body)
+				}
 			}
 		}
 	})
