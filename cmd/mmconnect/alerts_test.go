@@ -51,7 +51,7 @@ var (
 // and each selector in its expression is held to a scrape of the real
 // program, with webhooks on, after a create, a read and a proxied call. A renamed metric,
 // label or route breaks this test rather than an operator's alert, which
-// would only go quiet.
+// would only go quiet. promtool checks the rules and lints the scrape.
 func TestREADMEAlertRules(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
@@ -68,7 +68,7 @@ func TestREADMEAlertRules(t *testing.T) {
 		t.Fatalf("the README's rules file: %v", err)
 	}
 
-	families := scrapeFamilies(t)
+	families, scrape := scrapeFamilies(t)
 	names := map[string]bool{}
 	n := 0
 	for _, g := range rules.Groups {
@@ -101,13 +101,14 @@ func TestREADMEAlertRules(t *testing.T) {
 	if n < 5 {
 		t.Fatalf("the README's rules file has %d rules", n)
 	}
-	promtoolChecks(t, m[1])
+	promtoolChecks(t, m[1], scrape)
 }
 
 // promtoolChecks has Prometheus's own checker read the rules file, its
-// expressions parsed as Prometheus parses them (Debian's prometheus
-// package has it; CI installs it and must not skip).
-func promtoolChecks(t *testing.T, rulesFile []byte) {
+// expressions parsed as Prometheus parses them, and lint the scrape
+// (names, units, counters' _total, help texts). Debian's prometheus
+// package has it; CI installs it and must not skip.
+func promtoolChecks(t *testing.T, rulesFile []byte, scrape string) {
 	t.Helper()
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
@@ -122,6 +123,11 @@ func promtoolChecks(t *testing.T, rulesFile []byte) {
 	}
 	if out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+	lint := exec.Command(promtool, "check", "metrics")
+	lint.Stdin = strings.NewReader(scrape)
+	if out, err := lint.CombinedOutput(); err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
 	}
 }
 
@@ -174,8 +180,8 @@ func checkSelector(t *testing.T, alert string, families map[string]*dto.MetricFa
 
 // scrapeFamilies runs the program with webhooks on, makes a connection,
 // reads it and calls Mattermost through it, and returns its metrics as
-// Prometheus parses them.
-func scrapeFamilies(t *testing.T) map[string]*dto.MetricFamily {
+// Prometheus parses them, and as scraped.
+func scrapeFamilies(t *testing.T) (map[string]*dto.MetricFamily, string) {
 	t.Helper()
 	mm := mattermosttest.NewServer(t)
 	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
@@ -203,5 +209,5 @@ func scrapeFamilies(t *testing.T) map[string]*dto.MetricFamily {
 	if err != nil {
 		t.Fatalf("metrics do not parse: %v", err)
 	}
-	return families
+	return families, body
 }
