@@ -104,10 +104,13 @@ func TestREADMEAlertRules(t *testing.T) {
 	promtoolChecks(t, m[1], scrape)
 }
 
-// promtoolChecks has Prometheus's own checker read the rules file, its
-// expressions parsed as Prometheus parses them, and lint the scrape
-// (names, units, counters' _total, help texts). Debian's prometheus
-// package has it; CI installs it and must not skip.
+// promtoolChecks has Prometheus's own tool read the rules file, its
+// expressions parsed as Prometheus parses them; run the rules' unit tests
+// (testdata/alerts.test.yml: each alert fires on what it is for, on time,
+// and not on what it is not for, such as the proxy's 503s from
+// Mattermost); and lint the scrape (names, units, counters' _total, help
+// texts). Debian's prometheus package has it; CI installs it and must not
+// skip.
 func promtoolChecks(t *testing.T, rulesFile []byte, scrape string) {
 	t.Helper()
 	promtool, err := exec.LookPath("promtool")
@@ -117,12 +120,23 @@ func promtoolChecks(t *testing.T, rulesFile []byte, scrape string) {
 		}
 		t.Skip("promtool is not installed (apt-get install prometheus)")
 	}
-	path := filepath.Join(t.TempDir(), "mmconnect.rules.yml")
-	if err := os.WriteFile(path, rulesFile, 0o600); err != nil {
+	// The unit tests name the rules file beside them.
+	dir := t.TempDir()
+	unitTests, err := os.ReadFile("testdata/alerts.test.yml")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput(); err != nil {
-		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	for name, data := range map[string][]byte{"mmconnect.rules.yml": rulesFile, "alerts.test.yml": unitTests} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"check", "rules", "mmconnect.rules.yml"}, {"test", "rules", "alerts.test.yml"}} {
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 	lint := exec.Command(promtool, "check", "metrics")
 	lint.Stdin = strings.NewReader(scrape)
