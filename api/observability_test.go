@@ -3,6 +3,7 @@ package api_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -48,7 +49,7 @@ func TestRequestsNamedByRouteInLogsAndMetrics(t *testing.T) {
 				t.Errorf("access line for GET %s: %v, want route %q and status %d", tc.path, line, tc.route, tc.status)
 			}
 			metrics := string(h.do("GET", "/metrics", nil).Body)
-			series := fmt.Sprintf(`mmconnect_http_request_duration_seconds_count{method="GET",route=%q,status="%d"}`, tc.route, tc.status)
+			series := fmt.Sprintf(`mmconnect_http_request_duration_seconds_count{method="GET",route=%q,status="%d",upstream="false"}`, tc.route, tc.status)
 			if !strings.Contains(metrics, series) {
 				t.Errorf("/metrics lacks %s", series)
 			}
@@ -83,8 +84,8 @@ func TestMadeUpMethodsAddNoSeries(t *testing.T) {
 		t.Errorf("/metrics holds a made-up method:\n%s", metrics)
 	}
 	for _, want := range []string{
-		`mmconnect_http_request_duration_seconds_count{method="_OTHER",route="/connections",status="405"} 3`,
-		`mmconnect_http_request_duration_seconds_count{method="GET",route="/connections",status="200"} 1`,
+		`mmconnect_http_request_duration_seconds_count{method="_OTHER",route="/connections",status="405",upstream="false"} 3`,
+		`mmconnect_http_request_duration_seconds_count{method="GET",route="/connections",status="200",upstream="false"} 1`,
 	} {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("/metrics lacks %s", want)
@@ -110,6 +111,40 @@ func TestMadeUpMethodsAddNoSeries(t *testing.T) {
 		}
 		if !ok || s.Name != wantName || attrs["http.request.method"] != wantMethod || attrs["http.request.method_original"] != wantOriginal {
 			t.Errorf("%s: span %q with %v, want %q with method %q and original %q", m, s.Name, attrs, wantName, wantMethod, wantOriginal)
+		}
+	}
+}
+
+// A proxied answer that is Mattermost's own counts in /metrics with
+// upstream="true", and the proxy's own answers, on the same route, with
+// upstream="false": an alert on mmconnect's 5xx (the README's rules)
+// must not fire on Mattermost's, nor miss the proxy's own.
+func TestProxiedAnswersCountedAsUpstream(t *testing.T) {
+	h := newHarnessWith(t, harnessOptions{publicURL: "https://connect.example.com", metrics: true})
+	id := h.connect(tokenA, strp("u1"))["id"].(string)
+	recordUpstream(h, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	for path, want := range map[string]int{
+		"api/v4/posts":           http.StatusServiceUnavailable, // Mattermost's
+		"api/v4/users/me/tokens": http.StatusForbidden,          // ours: a credentials path
+		"api/v4/../v4/posts":     http.StatusBadRequest,         // ours: a dot segment
+	} {
+		if res := h.do("GET", "/connections/"+id+"/proxy/"+path, nil); res.Status != want {
+			t.Fatalf("GET proxy/%s = %d, want %d", path, res.Status, want)
+		}
+	}
+	metrics := string(h.do("GET", "/metrics", nil).Body)
+	for _, want := range []string{
+		`{method="GET",route="/connections/:id/proxy/*",status="503",upstream="true"} 1`,
+		`{method="GET",route="/connections/:id/proxy/*",status="403",upstream="false"} 1`,
+		`{method="GET",route="/connections/:id/proxy/*",status="400",upstream="false"} 1`,
+	} {
+		if !strings.Contains(metrics, "mmconnect_http_request_duration_seconds_count"+want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, wrong := range []string{`status="503",upstream="false"`, `status="403",upstream="true"`, `status="400",upstream="true"`} {
+		if strings.Contains(metrics, wrong) {
+			t.Errorf("/metrics has %s", wrong)
 		}
 	}
 }

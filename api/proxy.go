@@ -55,6 +55,11 @@ const (
 	maxRetryBody    = 1 << 20
 )
 
+// headerUpstream marks an answer as Mattermost's own, passed through; the
+// proxy's own answers (problem+json) never carry it, and /metrics counts
+// requests by it.
+const headerUpstream = "Mmconnect-Upstream"
+
 type proxyCtxKey struct{}
 
 // proxyCall is what one proxied request carries to the transport.
@@ -192,7 +197,7 @@ func (s *Server) proxy(c echo.Context) error {
 			upstreamStatus = resp.StatusCode
 			resp.Header.Del("Set-Cookie")
 			resp.Header.Set("Mmconnect-Connection-Id", conn.ID)
-			resp.Header.Set("Mmconnect-Upstream", "true")
+			resp.Header.Set(headerUpstream, "true")
 			if conn.Status == connection.StatusInvalid {
 				resp.Header.Set("Mmconnect-Connection-Status", "invalid")
 			}

@@ -110,7 +110,9 @@ type Deps struct {
 
 // Metrics is what the API reports to.
 type Metrics interface {
-	ObserveRequest(route, method string, status int, d time.Duration)
+	// ObserveRequest counts a request; upstream tells an answer that is
+	// Mattermost's own, passed through by the proxy, from one of ours.
+	ObserveRequest(route, method string, status int, upstream bool, d time.Duration)
 	RateLimited(limit string)
 	// ExpectRateLimits names the limits in force before any refusal, so
 	// their counts read 0 rather than nothing.
@@ -317,7 +319,8 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		route := routeOf(c)
 		if s.deps.Metrics != nil {
-			s.deps.Metrics.ObserveRequest(route, methodOf(c.Request()), c.Response().Status, time.Since(start))
+			upstream := c.Response().Header().Get(headerUpstream) == "true"
+			s.deps.Metrics.ObserveRequest(route, methodOf(c.Request()), c.Response().Status, upstream, time.Since(start))
 		}
 		ctx := c.Request().Context()
 		log := s.deps.AccessLog

@@ -184,7 +184,7 @@ type bench struct {
 const creators = 1 << 16
 
 // created201 is the server's count of creates answered 201, in /metrics.
-const created201 = `mmconnect_http_request_duration_seconds_count{method="POST",route="/connections",status="201"}`
+const created201 = `mmconnect_http_request_duration_seconds_count{method="POST",route="/connections",status="201",upstream="false"}`
 
 func token(i int) string { return fmt.Sprintf("b%09d%s", i, strings.Repeat("a", 16)) }
 

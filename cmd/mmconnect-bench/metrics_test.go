@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/mmconnect/mmconnect/internal/metrics"
 )
@@ -27,5 +28,18 @@ func TestCacheHits(t *testing.T) {
 	}
 	if hits, all := cacheHits(before, before); hits != 0 || all != 0 {
 		t.Fatalf("cacheHits between one scrape = %v of %v", hits, all)
+	}
+}
+
+// created201 is the series the server's /metrics writes for a create
+// answered 201 (wrk counts any 2xx, so the bench counts creates by it).
+func TestCreatedSeries(t *testing.T) {
+	m := metrics.New("test")
+	m.ObserveRequest("/connections", "POST", http.StatusCreated, false, time.Millisecond)
+	m.ObserveRequest("/connections", "POST", http.StatusUnprocessableEntity, false, time.Millisecond)
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	if got := scrape(http.DefaultClient, srv.URL, "")[created201]; got != 1 {
+		t.Fatalf("%s = %v, want 1", created201, got)
 	}
 }

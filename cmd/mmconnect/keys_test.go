@@ -199,7 +199,7 @@ func TestMetrics(t *testing.T) {
 	}
 	status, body := scrape(in.base, env["MMCONNECT_METRICS_TOKEN"])
 	for _, want := range []string{
-		`mmconnect_http_request_duration_seconds_count{method="POST",route="/connections",status="201"} 1`,
+		`mmconnect_http_request_duration_seconds_count{method="POST",route="/connections",status="201",upstream="false"} 1`,
 		`mmconnect_upstream_check_duration_seconds_count{outcome="accepted"} 1`,
 		`mmconnect_connections{status="active"}`,
 		`go_sql_open_connections{db_name="mmconnect"}`,

@@ -36,9 +36,9 @@ func New(version string) *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "mmconnect_http_request_duration_seconds", Help: "HTTP requests by route, method and status, with their latency.",
+			Name: "mmconnect_http_request_duration_seconds", Help: "HTTP requests by route, method, status and whether the answer was Mattermost's own, passed through by the proxy (upstream), with their latency.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}, []string{"route", "method", "status"}),
+		}, []string{"route", "method", "status", "upstream"}),
 		upstreamChecks: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "mmconnect_upstream_check_duration_seconds", Help: "Checks of tokens against Mattermost servers by outcome, with their latency.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
@@ -137,9 +137,11 @@ func (m *Metrics) WatchLog(lost func() uint64) {
 }
 
 // ObserveRequest counts one HTTP request under its route's name (the
-// caller names it, unmatched paths included).
-func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
-	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Observe(d.Seconds())
+// caller names it, unmatched paths included); upstream is true for an
+// answer that is Mattermost's own, passed through by the proxy, so that
+// its 5xx are not taken for mmconnect's.
+func (m *Metrics) ObserveRequest(route, method string, status int, upstream bool, d time.Duration) {
+	m.requests.WithLabelValues(route, method, strconv.Itoa(status), strconv.FormatBool(upstream)).Observe(d.Seconds())
 }
 
 // RateLimited counts one refusal by limit.
