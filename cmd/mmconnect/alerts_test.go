@@ -44,6 +44,7 @@ var (
 	// httpStatus is any status: the series of one exists only once it was
 	// answered.
 	httpStatus = regexp.MustCompile(`^[1-5][0-9][0-9]$`)
+	alertName  = regexp.MustCompile(`^Mmconnect[A-Za-z]+$`)
 )
 
 // The README's alerting rules name only metrics, labels and values the
@@ -74,7 +75,7 @@ func TestREADMEAlertRules(t *testing.T) {
 	for _, g := range rules.Groups {
 		for _, r := range g.Rules {
 			n++
-			if !regexp.MustCompile(`^Mmconnect[A-Za-z]+$`).MatchString(r.Alert) || names[r.Alert] {
+			if !alertName.MatchString(r.Alert) || names[r.Alert] {
 				t.Errorf("alert %q: want a unique name starting with Mmconnect", r.Alert)
 			}
 			names[r.Alert] = true

@@ -264,18 +264,14 @@ func TestMetrics(t *testing.T) {
 	if status, _ := scrape(own.base, own.key); status != 404 {
 		t.Fatalf("/metrics on the API listener with MMCONNECT_METRICS_ADDR = %d", status)
 	}
-	m := regexp.MustCompile(`"msg":"serving metrics","addr":"([^"]+)"`).FindStringSubmatch(own.logs.String())
-	if m == nil {
-		t.Fatal("no metrics listener logged")
-	}
-	if status, body := scrape("http://"+m[1], ""); status != 200 || !strings.Contains(body, "mmconnect_http_request_duration_seconds") {
+	if status, body := scrape(metricsBase(t, own), ""); status != 200 || !strings.Contains(body, "mmconnect_http_request_duration_seconds") {
 		t.Fatalf("metrics listener = %d", status)
 	}
 	if strings.Contains(own.logs.String(), "serves /metrics without a token") {
 		t.Error("warned of open metrics on a loopback address")
 	}
 	// It serves /metrics alone, answering anything else as the API does.
-	if resp, _ := getMetrics(t, "http://"+m[1]+"/connections", ""); resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" {
+	if resp, _ := getMetrics(t, metricsBase(t, own)+"/connections", ""); resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" {
 		t.Errorf("metrics listener's /connections = %d %s, want the API's problem+json 404", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 
@@ -284,11 +280,7 @@ func TestMetrics(t *testing.T) {
 	env4 := newEnv(t, mm)
 	env4["MMCONNECT_METRICS_ADDR"], env4["MMCONNECT_METRICS_TOKEN"] = "0.0.0.0:0", "metrics-token-0123456789"
 	guarded := start(t, env4)
-	m = regexp.MustCompile(`"msg":"serving metrics","addr":"[^"]*:(\d+)"`).FindStringSubmatch(guarded.logs.String())
-	if m == nil {
-		t.Fatal("no metrics listener logged")
-	}
-	base := "http://127.0.0.1:" + m[1]
+	base := metricsBase(t, guarded)
 	for _, tc := range []struct {
 		auth   string
 		status int
@@ -339,6 +331,20 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("the API's port is still held after the refused start: %v", err)
 	}
 	again.Close()
+}
+
+// metricsPort reads the metrics listener's port from in's log.
+var metricsPort = regexp.MustCompile(`"msg":"serving metrics","addr":"[^"]*:(\d+)"`)
+
+// metricsBase is the URL of in's metrics listener, reached on loopback
+// whatever address it listens on (all interfaces included).
+func metricsBase(t *testing.T, in *instance) string {
+	t.Helper()
+	m := metricsPort.FindStringSubmatch(in.logs.String())
+	if m == nil {
+		t.Fatal("no metrics listener logged")
+	}
+	return "http://127.0.0.1:" + m[1]
 }
 
 // getMetrics GETs url with auth as the Authorization header (none when
