@@ -15,8 +15,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v4"
-
-	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
 )
 
 // alertRules is a Prometheus rules file, as far as the README's uses it;
@@ -198,8 +196,7 @@ func checkSelector(t *testing.T, alert string, families map[string]*dto.MetricFa
 // Prometheus parses them, and as scraped.
 func scrapeFamilies(t *testing.T) (map[string]*dto.MetricFamily, string) {
 	t.Helper()
-	mm := mattermosttest.NewServer(t)
-	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	mm := newMattermost(t)
 	hooks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
 	t.Cleanup(hooks.Close)
 	env := newEnv(t, mm)

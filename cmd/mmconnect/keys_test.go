@@ -39,8 +39,7 @@ func startFails(t *testing.T, env map[string]string) string {
 // lacks, the database's files are private from the first start, and
 // rotate-keys moves every token to a new key so the old one can go.
 func TestKeysCannotBeLostSilently(t *testing.T) {
-	mm := mattermosttest.NewServer(t)
-	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	mm := newMattermost(t)
 	env := newEnv(t, mm)
 	dir := env["MMCONNECT_DATA_DIR"]
 	os.Chmod(dir, 0o755) // a data dir that an operator made readable
@@ -161,7 +160,7 @@ func TestEdgesOfTheRealServer(t *testing.T) {
 
 	// The proxy, wired in the real program: the stored token reaches
 	// Mattermost's users/me.
-	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	mm.AddToken(tokenA, alice())
 	status, c, _ := in.call("POST", "/connections", map[string]any{"server_url": mm.URL, "token": tokenA})
 	if status != 201 {
 		t.Fatalf("create = %d", status)
@@ -175,8 +174,7 @@ func TestEdgesOfTheRealServer(t *testing.T) {
 // Operators can see it: /metrics behind its token (or an API key), or on
 // a listener of its own.
 func TestMetrics(t *testing.T) {
-	mm := mattermosttest.NewServer(t)
-	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	mm := newMattermost(t)
 	env := newEnv(t, mm)
 	env["MMCONNECT_METRICS_TOKEN"] = "metrics-token-0123456789"
 	in := start(t, env)

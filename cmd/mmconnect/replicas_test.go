@@ -35,8 +35,7 @@ func postgresEnv(t *testing.T, mm *mattermosttest.Server, dsn, apiKey, encKey st
 
 func TestTwoReplicasOnOnePostgres(t *testing.T) {
 	dsn := storetest.PostgresURL(t)
-	mm := mattermosttest.NewServer(t)
-	mm.AddToken(tokenA, mattermosttest.User{ID: userAlice, Username: "alice", Email: "alice@example.com"})
+	mm := newMattermost(t)
 	apiKey, encKey := secret.NewAPIKey(), secret.NewEncryptionKey()
 	// Both start at the same moment: the migrations run once, under the lock.
 	a := launch(t, postgresEnv(t, mm, dsn, apiKey, encKey))
@@ -70,7 +69,7 @@ func TestTwoReplicasOnOnePostgres(t *testing.T) {
 	if mm.HasToken(tokenA) {
 		t.Fatal("the revoke on B did not revoke the token in Mattermost")
 	}
-	mm.AddToken(tokenA, mattermosttest.User{ID: userAlice, Username: "alice", Email: "alice@example.com"}) // a new token
+	mm.AddToken(tokenA, alice()) // a new token
 
 	// The reconnect race across replicas: identical requests at the same
 	// moment on both leave one connection.

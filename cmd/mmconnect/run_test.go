@@ -140,6 +140,19 @@ func (in *instance) call(method, path string, body any) (int, map[string]any, ht
 	return resp.StatusCode, m, resp.Header
 }
 
+// alice is the account tokenA belongs to in the fake Mattermost.
+func alice() mattermosttest.User {
+	return mattermosttest.User{ID: userAlice, Username: "alice", Email: "alice@example.com"}
+}
+
+// newMattermost starts a fake Mattermost (closed when the test ends) in
+// which tokenA is alice's.
+func newMattermost(t *testing.T) *mattermosttest.Server {
+	mm := mattermosttest.NewServer(t)
+	mm.AddToken(tokenA, alice())
+	return mm
+}
+
 func newEnv(t *testing.T, mm *mattermosttest.Server) map[string]string {
 	return map[string]string{
 		"MMCONNECT_ADDR":             "127.0.0.1:0",
@@ -152,8 +165,7 @@ func newEnv(t *testing.T, mm *mattermosttest.Server) map[string]string {
 }
 
 func TestEndToEndLifecycleAndRestart(t *testing.T) {
-	mm := mattermosttest.NewServer(t)
-	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	mm := newMattermost(t)
 	mm.AddToken(tokenB, mattermosttest.User{ID: "sijnzjnrq7dfmy7u4f6m651gpr", Username: "bob", Email: "bob@example.com"})
 	env := newEnv(t, mm)
 	in := start(t, env)

@@ -98,8 +98,7 @@ func TestTracing(t *testing.T) {
 	col := &collector{}
 	otlp := httptest.NewServer(col)
 	defer otlp.Close()
-	mm := mattermosttest.NewServer(t)
-	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	mm := newMattermost(t)
 
 	env := newEnv(t, mm)
 	// The OpenTelemetry SDK reads its settings from the process environment.
@@ -171,7 +170,7 @@ func TestTracing(t *testing.T) {
 	// Off: nothing is traced and Mattermost gets no trace context.
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
 	mm2 := mattermosttest.NewServer(t)
-	mm2.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	mm2.AddToken(tokenA, alice())
 	off := start(t, newEnv(t, mm2))
 	if status, _, _ := off.call("POST", "/connections", map[string]any{"server_url": mm2.URL, "token": tokenA}); status != 201 {
 		t.Fatalf("create without tracing = %d", status)

@@ -16,8 +16,6 @@ import (
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
-
-	"github.com/mmconnect/mmconnect/internal/mattermost/mattermosttest"
 )
 
 const e2eWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -128,8 +126,7 @@ func startProcess(t *testing.T, env map[string]string) *process {
 // delivered after a restart, once, signed; background re-checks and the
 // upstream revoke run in the real program too.
 func TestWebhookSurvivesKillAndRecheckRunsInBackground(t *testing.T) {
-	mm := mattermosttest.NewServer(t)
-	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	mm := newMattermost(t)
 	wh, err := standardwebhooks.NewWebhook(e2eWebhookSecret)
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +191,7 @@ func TestWebhookSurvivesKillAndRecheckRunsInBackground(t *testing.T) {
 		t.Fatalf("after the background re-check: %v", got)
 	}
 
-	mm.AddToken(tokenA, mattermosttest.User{ID: "b95oboh88frobdioocwwdoqhdc", Username: "alice", Email: "alice@example.com"})
+	mm.AddToken(tokenA, alice())
 	rcv.waitFor("connection.created,connection.invalid,connection.recovered", 30*time.Second)
 	if status, _, _ := in.call("DELETE", "/connections/"+id, nil); status != 204 {
 		t.Fatalf("DELETE = %d", status)
