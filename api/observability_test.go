@@ -116,21 +116,32 @@ func TestMadeUpMethodsAddNoSeries(t *testing.T) {
 }
 
 // A proxied answer that is Mattermost's own counts in /metrics with
-// upstream="true", and the proxy's own answers, on the same route, with
-// upstream="false": an alert on mmconnect's 5xx (the README's rules)
-// must not fire on Mattermost's, nor miss the proxy's own.
-func TestProxiedAnswersCountedAsUpstream(t *testing.T) {
+// upstream="true" and is logged with "upstream": true, and the proxy's
+// own answers, on the same route, with false in both: an alert on
+// mmconnect's 5xx (the README's rules), or an operator reading the log,
+// must not take Mattermost's for ours, nor miss the proxy's own.
+func TestProxiedAnswersMarkedUpstream(t *testing.T) {
 	h := newHarnessWith(t, harnessOptions{publicURL: "https://connect.example.com", metrics: true})
 	id := h.connect(tokenA, strp("u1"))["id"].(string)
 	recordUpstream(h, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
-	for path, want := range map[string]int{
-		"api/v4/posts":           http.StatusServiceUnavailable, // Mattermost's
-		"api/v4/users/me/tokens": http.StatusForbidden,          // ours: a credentials path
-		"api/v4/../v4/posts":     http.StatusBadRequest,         // ours: a dot segment
+	for path, want := range map[string]struct {
+		status   int
+		upstream bool
+	}{
+		"api/v4/posts":           {http.StatusServiceUnavailable, true}, // Mattermost's
+		"api/v4/users/me/tokens": {http.StatusForbidden, false},         // ours: a credentials path
+		"api/v4/../v4/posts":     {http.StatusBadRequest, false},        // ours: a dot segment
 	} {
-		if res := h.do("GET", "/connections/"+id+"/proxy/"+path, nil); res.Status != want {
-			t.Fatalf("GET proxy/%s = %d, want %d", path, res.Status, want)
+		res := h.do("GET", "/connections/"+id+"/proxy/"+path, nil)
+		if res.Status != want.status {
+			t.Fatalf("GET proxy/%s = %d, want %d", path, res.Status, want.status)
 		}
+		if line := h.accessLine(res.Header.Get("X-Request-Id")); line == nil || line["upstream"] != want.upstream {
+			t.Errorf("GET proxy/%s: access line %v, want upstream %v", path, line, want.upstream)
+		}
+	}
+	if line := h.accessLine(h.do("GET", "/connections/"+id, nil).Header.Get("X-Request-Id")); line == nil || line["upstream"] != false {
+		t.Errorf("GET /connections/{id}: access line %v, want upstream false", line)
 	}
 	metrics := string(h.do("GET", "/metrics", nil).Body)
 	for _, want := range []string{

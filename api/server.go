@@ -319,8 +319,10 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		// One measure for /metrics and the log line, so the two agree.
 		took, route := time.Since(start), routeOf(c)
+		// Mattermost's own answer, passed through by the proxy: marked in
+		// both, so its 5xx are never read as ours.
+		upstream := c.Response().Header().Get(headerUpstream) == "true"
 		if s.deps.Metrics != nil {
-			upstream := c.Response().Header().Get(headerUpstream) == "true"
 			s.deps.Metrics.ObserveRequest(route, methodOf(c.Request()), c.Response().Status, upstream, took)
 		}
 		ctx := c.Request().Context()
@@ -336,6 +338,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			slog.Int("status", c.Response().Status),
 			slog.Int64("bytes", c.Response().Size),
 			logging.Millis("duration", took),
+			slog.Bool("upstream", upstream),
 		)
 		return nil
 	}
